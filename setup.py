@@ -1,0 +1,16 @@
+#!/usr/bin/env python
+"""restr-d2: MaskFormer, Mask2Former, Segmenter and ReSTR as a detectron2 plugin.
+
+Install with `make install` (see README): detectron2 is not on PyPI, so `tools/install.sh`
+installs it first and then this package in editable mode.
+"""
+from setuptools import find_packages, setup
+
+setup(
+    name="restr-d2",
+    version="0.1.0",
+    description="Transformer segmentation (MaskFormer, Mask2Former, Segmenter, ReSTR) for detectron2",
+    packages=find_packages(include=("restr_d2*", "maskformer_d2*", "d2_common*")),
+    python_requires=">=3.10",
+    install_requires=[],  # see requirements/requirements.txt; detectron2 is installed separately
+)

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# One-command install of restr-d2 and everything it needs (torch, detectron2, the field's
+# libraries) into a virtual environment. Idempotent: a second run with nothing changed only
+# checks that the environment still imports (a few seconds).
+#
+#   VENV=.venv            where the environment lives (created if missing)
+#   PYTHON=python3        interpreter used to create it
+#   RESTR_D2_USE_ENV=1    install into the interpreter $PYTHON itself instead of a venv
+#   DETECTRON2_SRC=/path  install your own detectron2 source checkout (compiled ops included)
+#   A working detectron2 that is already importable is always left alone.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+PYTHON=${PYTHON:-python3}
+
+say() { printf '[install] %s\n' "$*"; }
+die() { printf '[install] ERROR: %s\n' "$*" >&2; exit 1; }
+
+command -v "$PYTHON" >/dev/null || die "no '$PYTHON' on PATH; set PYTHON=/path/to/python3.11"
+"$PYTHON" tools/install_checks.py python || exit 1
+
+if [ "${RESTR_D2_USE_ENV:-0}" = 1 ]; then
+  PY=$(command -v "$PYTHON")
+else
+  if [ ! -x "$VENV/bin/python" ]; then
+    say "creating virtual environment $VENV"
+    "$PYTHON" -m venv "$VENV"
+  fi
+  PY="$VENV/bin/python"
+fi
+
+stamp_of() {
+  cat requirements/requirements.txt requirements/constraints.txt tools/install.sh \
+    tools/install_checks.py tools/install_detectron2.py setup.py | sha256sum | cut -d' ' -f1
+}
+STAMP_FILE="$("$PY" -c 'import sys; print(sys.prefix)')/.restr_d2_install_stamp"
+want=$(stamp_of)
+check_env() {
+  "$PY" -c "import torch, detectron2.engine, detectron2.projects.deeplab, restr_d2, maskformer_d2"
+}
+if [ -f "$STAMP_FILE" ] && [ "$(cat "$STAMP_FILE")" = "$want" ] && check_env 2>/dev/null; then
+  say "up to date ($PY)"
+  exit 0
+fi
+
+# A torch other than the pinned one (e.g. your own CUDA build) is kept if it is recent enough.
+"$PY" tools/install_checks.py torch || exit 1
+have_torch=$("$PY" -c 'import torch; print(torch.__version__)' 2>/dev/null || true)
+
+say "installing requirements (pinned in requirements/constraints.txt)"
+if [ -n "$have_torch" ] && [ "${have_torch%%+*}" != "2.14.1" ]; then
+  say "keeping your torch $have_torch"
+  reqs=$(mktemp)
+  grep -v '^torch' requirements/requirements.txt > "$reqs"
+  "$PY" -m pip install -q --disable-pip-version-check -r "$reqs"
+else
+  "$PY" -m pip install -q --disable-pip-version-check -c requirements/constraints.txt \
+    -r requirements/requirements.txt
+fi
+
+say "installing detectron2"
+"$PY" tools/install_detectron2.py
+
+say "installing restr-d2 (editable)"
+"$PY" -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+
+check_env || die "the environment does not import (traceback above); fix it and run again"
+echo "$want" > "$STAMP_FILE"
+say "done: $("$PY" -c 'import torch, detectron2; print(f"torch {torch.__version__}, detectron2 {detectron2.__version__}")')"
