@@ -1,0 +1,103 @@
+import logging
+import os
+import re
+import tempfile
+
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+
+logger = logging.getLogger(__name__)
+
+
+class CorruptCheckpointError(RuntimeError):
+    """A checkpoint file exists but cannot be read (truncated, zero bytes, not a checkpoint)."""
+
+    def __init__(self, path, reason):
+        super().__init__(
+            f"checkpoint '{path}' is corrupt or truncated and cannot be loaded ({reason}). "
+            "If training was killed while writing it, resume from an earlier checkpoint: "
+            "point 'last_checkpoint' in the output directory at it, or pass it as MODEL.WEIGHTS."
+        )
+        self.path = path
+
+
+def _atomic_write(path, write):
+    """Write through a temp file in the same directory, fsync, then rename over `path`, so a
+    kill at any moment leaves either the old file or the complete new one."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _iteration_of(filename):
+    m = re.search(r"(\d+)\.pth$", filename)
+    return int(m.group(1)) if m else -1
+
+
+class ResilientCheckpointer(DetectionCheckpointer):
+    """DetectionCheckpointer whose saves are atomic, whose loads name corrupt files, and whose
+    resume falls back (with a warning) to the newest readable checkpoint when the one tagged in
+    ``last_checkpoint`` is corrupt. The corrupt file is kept, renamed to ``*.corrupt``."""
+
+    def save(self, name, **kwargs):
+        if not self.save_dir or not self.save_to_disk:
+            return
+        data = {"model": self.model.state_dict()}
+        for key, obj in self.checkpointables.items():
+            data[key] = obj.state_dict()
+        data.update(kwargs)
+        basename = f"{name}.pth"
+        save_file = os.path.join(self.save_dir, basename)
+        self.logger.info(f"Saving checkpoint to {save_file}")
+        _atomic_write(save_file, lambda f: torch.save(data, f))
+        self.tag_last_checkpoint(basename)
+
+    def tag_last_checkpoint(self, last_filename_basename):
+        save_file = os.path.join(self.save_dir, "last_checkpoint")
+        _atomic_write(save_file, lambda f: f.write(last_filename_basename.encode()))
+
+    def load(self, path, checkpointables=None):
+        if path and "://" not in path and not os.path.isfile(path):
+            raise FileNotFoundError(
+                f"checkpoint '{path}' does not exist. Check MODEL.WEIGHTS (or the "
+                "'last_checkpoint' file in OUTPUT_DIR when resuming)."
+            )
+        return super().load(path, checkpointables=checkpointables)
+
+    def _load_file(self, filename):
+        if filename.endswith(".pkl"):
+            return super()._load_file(filename)
+        try:
+            return super()._load_file(filename)
+        except Exception as e:  # torch raises several types for a damaged zip/pickle
+            raise CorruptCheckpointError(filename, f"{type(e).__name__}: {e}") from e
+
+    def _readable_checkpoints(self):
+        files = [f for f in self.get_all_checkpoint_files() if not f.endswith(".corrupt")]
+        return sorted(files, key=lambda f: (_iteration_of(f), os.path.getmtime(f)), reverse=True)
+
+    def resume_or_load(self, path, *, resume=True):
+        if not (resume and self.has_checkpoint()):
+            return super().resume_or_load(path, resume=resume)
+        tagged = self.get_checkpoint_file()
+        candidates = [tagged] + [f for f in self._readable_checkpoints() if f != tagged]
+        for i, candidate in enumerate(candidates):
+            try:
+                return self.load(candidate)
+            except (CorruptCheckpointError, FileNotFoundError) as e:
+                logger.warning(f"{e}")
+                if os.path.isfile(candidate):
+                    os.replace(candidate, candidate + ".corrupt")
+                    logger.warning(f"renamed the unreadable checkpoint to {candidate}.corrupt")
+                if i + 1 < len(candidates):
+                    logger.warning(f"falling back to the previous checkpoint {candidates[i + 1]}")
+        raise CorruptCheckpointError(tagged, "no readable checkpoint left in " + self.save_dir)
