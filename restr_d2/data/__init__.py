@@ -1,0 +1,1 @@
+from . import dataset_mappers, datasets  # noqa: F401  (registers datasets)

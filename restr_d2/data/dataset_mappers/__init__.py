@@ -1,0 +1,1 @@
+from .referring_dataset_mapper import ReferringDatasetMapper  # noqa: F401

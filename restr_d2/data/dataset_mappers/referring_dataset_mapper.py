@@ -1,0 +1,161 @@
+"""Dataset mapper for referring segmentation (``INPUT.DATASET_MAPPER_NAME: "referring"``)."""
+import copy
+import logging
+import re
+from typing import Dict, List
+
+import numpy as np
+import torch
+from PIL import Image
+from pycocotools import mask as mask_util
+
+from detectron2.config import configurable
+from detectron2.data import detection_utils as utils
+from detectron2.data import transforms as T
+
+logger = logging.getLogger(__name__)
+
+FLIP_MODES = ("none", "skip_lr", "swap_lr")
+# "left", "right" and the words built on them ("leftmost", "right-hand" is two words anyway).
+_LR_WORD = re.compile(r"\b(left|right)(most|hand|side|ward|wards)?\b", re.IGNORECASE)
+
+
+def has_lr_words(sentence: str) -> bool:
+    return _LR_WORD.search(sentence) is not None
+
+
+def swap_lr_words(sentence: str) -> str:
+    """"the leftmost circle left of the star" -> "the rightmost circle right of the star"."""
+    def swap(m: "re.Match") -> str:
+        word = m.group(1)
+        new = {"left": "right", "right": "left"}[word.lower()]
+        if word[0].isupper():
+            new = new.capitalize()
+        if word.isupper():
+            new = new.upper()
+        return new + (m.group(2) or "")
+    return _LR_WORD.sub(swap, sentence)
+
+
+def annotations_to_mask(annotations: List[Dict], height: int, width: int, file_name: str) -> np.ndarray:
+    """(H, W) bool union of the annotations' polygons / RLEs / binary masks."""
+    mask = np.zeros((height, width), dtype=bool)
+    for ann in annotations:
+        segm = ann["segmentation"]
+        if isinstance(segm, list):
+            if not segm:
+                continue
+            m = mask_util.decode(mask_util.merge(mask_util.frPyObjects(segm, height, width)))
+        elif isinstance(segm, dict):
+            if tuple(segm["size"]) != (height, width):
+                raise ValueError(f"RLE of size {tuple(segm['size'])} in {file_name} does not match "
+                                 f"the image size {(height, width)}")
+            rle = mask_util.frPyObjects(segm, *segm["size"]) if isinstance(segm["counts"], list) else segm
+            m = mask_util.decode(rle)
+        elif isinstance(segm, np.ndarray):
+            m = segm
+        else:
+            raise TypeError(f"Unsupported segmentation type {type(segm)} in {file_name}")
+        if m.shape != (height, width):
+            raise ValueError(f"Mask of size {m.shape} in {file_name} does not match the image "
+                             f"size {(height, width)}")
+        mask |= m.astype(bool)
+    return mask
+
+
+def _cfg(cfg, key: str):
+    node = cfg
+    for part in key.split("."):
+        if part not in node:
+            raise KeyError(f"Config key {key} is missing; build the config with "
+                           "restr_d2.add_restr_config(cfg)")
+        node = node[part]
+    return node
+
+
+class ReferringDatasetMapper:
+    """Reads the image, resizes its long side to S keeping the aspect ratio, pads bottom/right
+    with zeros to (S, S), and rasterises the referred object's mask.
+
+    Output dict: ``image`` uint8 (3, S, S); ``sentence`` str (left/right swapped if flipped);
+    ``height``, ``width`` original size; ``resized_size`` (h, w) valid region; ``gt_mask``
+    uint8 (S, S) in {0, 1}; in test mode also ``gt_mask_orig`` bool (height, width). Record keys
+    ``file_name``, ``image_id``, ``ref_id``, ``sent_id`` are passed through.
+    """
+
+    @configurable
+    def __init__(self, is_train: bool = True, *, image_size: int, image_format: str = "RGB",
+                 flip: str = "none", flip_prob: float = 0.5):
+        """
+        Args:
+            is_train: training (random flip, no ``gt_mask_orig``) or test mode.
+            image_size: S, the side of the padded square.
+            image_format: as ``detection_utils.read_image``; ReSTR uses "RGB".
+            flip: "none"; "skip_lr" flips only sentences without left/right words;
+                "swap_lr" flips any sentence and swaps its left/right words. Training only.
+            flip_prob: probability of a horizontal flip.
+        """
+        if flip not in FLIP_MODES:
+            raise ValueError(f"flip={flip!r}; expected one of {FLIP_MODES}")
+        if image_size <= 0:
+            raise ValueError(f"image_size must be positive, got {image_size}")
+        self.is_train = is_train
+        self.image_size = int(image_size)
+        self.image_format = image_format
+        self.flip = flip if is_train else "none"
+        self.flip_prob = flip_prob
+        logger.info("[ReferringDatasetMapper] %s mode, size %d, flip %s", "train" if is_train else "test",
+                    self.image_size, self.flip)
+
+    @classmethod
+    def from_config(cls, cfg, is_train: bool = True):
+        return {
+            "is_train": is_train,
+            "image_size": _cfg(cfg, "INPUT.IMAGE_SIZE"),
+            "image_format": cfg.INPUT.FORMAT,
+            "flip": _cfg(cfg, "INPUT.REFERRING_FLIP"),
+        }
+
+    def _read_image(self, file_name: str) -> np.ndarray:
+        try:
+            return utils.read_image(file_name, format=self.image_format)
+        except FileNotFoundError:
+            raise
+        except Exception as e:  # PIL raises several types for truncated / corrupt files
+            raise OSError(f"Cannot read image {file_name}: {type(e).__name__}: {e}") from e
+
+    def __call__(self, dataset_dict: Dict) -> Dict:
+        dataset_dict = copy.copy(dataset_dict)
+        file_name = dataset_dict["file_name"]
+        sentence = dataset_dict.get("sentence")
+        if not isinstance(sentence, str) or not sentence.strip():
+            raise ValueError(f"Record of {file_name} has no 'sentence' string (got {sentence!r})")
+        image = self._read_image(file_name)
+        utils.check_image_size(dataset_dict, image)
+        h, w = image.shape[:2]
+        annotations = dataset_dict.pop("annotations", None)
+        mask = annotations_to_mask(annotations, h, w, file_name) if annotations is not None else None
+
+        if self.flip != "none" and np.random.rand() < self.flip_prob:
+            if self.flip == "swap_lr" or not has_lr_words(sentence):
+                image = image[:, ::-1]
+                mask = mask[:, ::-1] if mask is not None else None
+                sentence = swap_lr_words(sentence)
+
+        s = self.image_size
+        scale = s / max(h, w)
+        nh, nw = max(1, int(round(h * scale))), max(1, int(round(w * scale)))
+        resize = T.ResizeTransform(h, w, nh, nw, Image.BILINEAR)
+        padded = np.zeros((s, s, image.shape[2]), dtype=np.uint8)
+        padded[:nh, :nw] = resize.apply_image(np.ascontiguousarray(image))
+        dataset_dict["image"] = torch.as_tensor(np.ascontiguousarray(padded.transpose(2, 0, 1)))
+        dataset_dict["sentence"] = sentence
+        dataset_dict["height"], dataset_dict["width"] = h, w
+        dataset_dict["resized_size"] = (nh, nw)
+        if mask is not None:
+            gt = np.zeros((s, s), dtype=np.uint8)
+            gt[:nh, :nw] = resize.apply_segmentation(np.ascontiguousarray(mask, dtype=np.uint8))
+            dataset_dict["gt_mask"] = torch.as_tensor(gt)
+            if not self.is_train:
+                dataset_dict["gt_mask_orig"] = torch.as_tensor(np.ascontiguousarray(mask))
+        return dataset_dict
