@@ -1,0 +1,13 @@
+"""Plain ViT shared by Segmenter and ReSTR (``VisionTransformer``) and its detectron2
+backbone ``D2PlainViT`` (registered on import)."""
+from .blocks import Attention, Block, DropPath, Mlp, PatchEmbed  # noqa: F401
+from .pos_embed import resize_pos_embed  # noqa: F401
+from .vit import (  # noqa: F401
+    VIT_PRESETS,
+    VisionTransformer,
+    init_weights_official,
+    pad_to_patch_multiple,
+    trunc_normal_,
+    vit_kwargs_from_official,
+)
+from .d2_vit import D2PlainViT  # noqa: F401

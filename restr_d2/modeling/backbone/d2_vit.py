@@ -1,0 +1,78 @@
+"""detectron2 wrapper of the plain ViT: a single stride-P feature map.
+
+The wrapper *is* a ``VisionTransformer`` (no extra prefix), so its state-dict keys stay the
+official encoder keys.
+"""
+import logging
+from typing import Dict
+
+import torch
+from detectron2.config import configurable
+from detectron2.modeling import BACKBONE_REGISTRY, Backbone, ShapeSpec
+
+from .vit import VisionTransformer, pad_to_patch_multiple
+
+__all__ = ["D2PlainViT"]
+
+logger = logging.getLogger(__name__)
+
+
+@BACKBONE_REGISTRY.register()
+class D2PlainViT(VisionTransformer, Backbone):
+    """Plain ViT as a detectron2 backbone.
+
+    (B, 3, H, W) normalized images -> ``{out_feature: (B, D, ceil(H/P), ceil(W/P))}``: the patch
+    tokens after the final LayerNorm (CLS/DIST dropped), on the grid of the input zero-padded at
+    the bottom/right to a multiple of P (zero in normalized space, as the official Segmenter).
+    """
+
+    @configurable
+    def __init__(self, *, out_feature: str = "vit", **vit_kwargs):
+        """
+        Args:
+            out_feature: name of the returned feature map.
+            vit_kwargs: ``VisionTransformer`` arguments.
+        """
+        super().__init__(**vit_kwargs)
+        self._out_feature = out_feature
+        self._out_features = [out_feature]
+        self._out_feature_channels = {out_feature: self.embed_dim}
+        self._out_feature_strides = {out_feature: self.patch_size}
+
+    @classmethod
+    def from_config(cls, cfg, input_shape=None):
+        v = cfg.MODEL.VIT
+        in_chans = input_shape.channels if input_shape is not None else len(cfg.MODEL.PIXEL_MEAN)
+        logger.info(f"D2PlainViT: attention implementation {v.ATTN_IMPL!r} (MODEL.VIT.ATTN_IMPL)")
+        return dict(
+            image_size=tuple(v.IMAGE_SIZE),
+            patch_size=v.PATCH_SIZE,
+            embed_dim=v.EMBED_DIM,
+            depth=v.DEPTH,
+            num_heads=v.NUM_HEADS,
+            mlp_ratio=v.MLP_RATIO,
+            num_classes=v.NUM_CLASSES,
+            dropout=v.DROPOUT,
+            drop_path_rate=v.DROP_PATH_RATE,
+            distilled=v.DISTILLED,
+            in_chans=in_chans,
+            attn_impl=v.ATTN_IMPL,
+            pos_embed_interp=v.POS_EMBED_INTERP,
+            out_feature=v.OUT_FEATURE,
+        )
+
+    @property
+    def size_divisibility(self) -> int:
+        return self.patch_size
+
+    def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+        x = pad_to_patch_multiple(x, self.patch_size)
+        gh, gw = x.shape[-2] // self.patch_size, x.shape[-1] // self.patch_size
+        tokens = self.forward_features(x)[:, self.num_extra_tokens :]
+        fmap = tokens.transpose(1, 2).reshape(x.shape[0], self.embed_dim, gh, gw)
+        return {self._out_feature: fmap}
+
+    def output_shape(self) -> Dict[str, ShapeSpec]:
+        return {
+            self._out_feature: ShapeSpec(channels=self.embed_dim, stride=self.patch_size)
+        }
