@@ -1,0 +1,32 @@
+"""Config keys of the shared training engine (idempotent: existing values are kept)."""
+from detectron2.config import CfgNode as CN
+
+__all__ = ["add_engine_config"]
+
+
+def _default(node, key, value):
+    if key not in node:
+        node[key] = value
+
+
+def add_engine_config(cfg):
+    """Keys ``Trainer`` reads that not every model family's config function defines.
+
+    The MaskFormer-family keys (``SOLVER.OPTIMIZER``, ``SOLVER.BACKBONE_MULTIPLIER``,
+    ``SOLVER.WEIGHT_DECAY_EMBED``, ``INPUT.DATASET_MAPPER_NAME``) get the official defaults.
+    """
+    _default(cfg.SOLVER, "OPTIMIZER", "SGD")
+    _default(cfg.SOLVER, "BACKBONE_MULTIPLIER", 1.0)
+    _default(cfg.SOLVER, "WEIGHT_DECAY_EMBED", 0.0)
+    # parameters whose name contains one of these get weight decay 0 (Swin's position tables
+    # in the official Mask2Former; add e.g. "pos_embed", "cls_token" for a plain ViT)
+    _default(cfg.SOLVER, "NO_WEIGHT_DECAY_KEYS", ["relative_position_bias_table", "absolute_pos_embed"])
+    # SOLVER.AMP.ENABLED autocasts on CUDA (fp16 + grad scaling); on CPU it is ignored
+    # unless CPU_BF16 is True, in which case the forward runs under bfloat16 autocast
+    _default(cfg.SOLVER.AMP, "CPU_BF16", False)
+    _default(cfg.INPUT, "DATASET_MAPPER_NAME", "")
+    _default(cfg, "EVAL", CN())
+    # metric kernels: "pycocotools" or "faster_coco_eval" for COCO AP; "hotcoco" or
+    # "panopticapi" for PQ
+    _default(cfg.EVAL, "COCO_BACKEND", "pycocotools")
+    _default(cfg.EVAL, "PANOPTIC_BACKEND", "hotcoco")

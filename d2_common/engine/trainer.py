@@ -1,0 +1,140 @@
+"""One ``Trainer`` for every model family of restr-d2 (MaskFormer / Mask2Former, Segmenter,
+ReSTR): mapper, evaluators, optimizer and schedule all come from the config."""
+import logging
+import os
+import weakref
+from collections import OrderedDict
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from detectron2.data import MetadataCatalog, build_detection_test_loader, build_detection_train_loader
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
+from detectron2.evaluation import verify_results  # noqa: F401  (re-exported for train_net)
+
+from .evaluators import build_evaluators
+from .lr_scheduler import build_lr_scheduler
+from .mapper_registry import build_dataset_mapper
+from .optimizer import build_optimizer
+from .tta import SemanticSegmentorWithTTA
+
+__all__ = ["Trainer", "CPUAutocastTrainer", "create_ddp_model"]
+
+
+def create_ddp_model(model, **kwargs):
+    """``DistributedDataParallel`` when the world size is > 1: on the local GPU, or on CPU
+    (gloo) without ``device_ids``, which detectron2 v0.6's helper always passes."""
+    if comm.get_world_size() == 1:
+        return model
+    if next(model.parameters()).device.type == "cuda":
+        kwargs.setdefault("device_ids", [comm.get_local_rank()])
+    kwargs.setdefault("broadcast_buffers", False)
+    return DistributedDataParallel(model, **kwargs)
+
+logger = logging.getLogger(__name__)
+
+
+class CPUAutocastTrainer(SimpleTrainer):
+    """``SimpleTrainer`` whose forward runs under ``torch.autocast("cpu", torch.bfloat16)``."""
+
+    def run_step(self):
+        assert self.model.training, "[CPUAutocastTrainer] model was changed to eval mode!"
+        import time
+
+        start = time.perf_counter()
+        data = next(self._data_loader_iter)
+        data_time = time.perf_counter() - start
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss_dict = self.model(data)
+            losses = loss_dict if isinstance(loss_dict, torch.Tensor) else sum(loss_dict.values())
+        if isinstance(loss_dict, torch.Tensor):
+            loss_dict = {"total_loss": loss_dict}
+        self.optimizer.zero_grad()
+        losses.backward()
+        self._write_metrics(loss_dict, data_time)
+        self.optimizer.step()
+
+
+class Trainer(DefaultTrainer):
+    """detectron2 ``DefaultTrainer`` with the MaskFormer-family choices:
+
+    * train mapper from ``INPUT.DATASET_MAPPER_NAME`` (empty: detectron2's ``DatasetMapper``);
+    * evaluators from the test set's ``evaluator_type`` and ``MODEL.MASK_FORMER.TEST.*_ON``;
+    * SGD/AdamW with backbone multiplier, weight-decay rules, full-model gradient clipping;
+    * ``WarmupPolyLR``; semantic TTA; AMP on CUDA, optional bf16 autocast on CPU.
+    """
+
+    def __init__(self, cfg):
+        # DefaultTrainer.__init__, with a DDP wrapper that also works on CPU and a training
+        # loop chosen explicitly (AMPTrainer needs CUDA)
+        TrainerBase.__init__(self)
+        if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
+            setup_logger()
+        cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
+        model = self.build_model(cfg)
+        optimizer = self.build_optimizer(cfg, model)
+        data_loader = self.build_train_loader(cfg)
+        model = create_ddp_model(model)
+        self._trainer = self._build_loop(cfg, model, data_loader, optimizer)
+        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
+        self.checkpointer = DetectionCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        self.start_iter = 0
+        self.max_iter = cfg.SOLVER.MAX_ITER
+        self.cfg = cfg
+        self.register_hooks(self.build_hooks())
+
+    @staticmethod
+    def _build_loop(cfg, model, data_loader, optimizer):
+        on_cuda = cfg.MODEL.DEVICE != "cpu" and torch.cuda.is_available()
+        if cfg.SOLVER.AMP.ENABLED and on_cuda:
+            logger.info("Training loop: AMPTrainer (float16 autocast + gradient scaling)")
+            return AMPTrainer(model, data_loader, optimizer)
+        if cfg.SOLVER.AMP.ENABLED and cfg.SOLVER.AMP.CPU_BF16:
+            logger.info("Training loop: bfloat16 autocast on CPU (SOLVER.AMP.CPU_BF16=True)")
+            return CPUAutocastTrainer(model, data_loader, optimizer)
+        if cfg.SOLVER.AMP.ENABLED:
+            logger.info("SOLVER.AMP.ENABLED is ignored on CPU (float32); SOLVER.AMP.CPU_BF16=True enables bf16")
+        logger.info("Training loop: SimpleTrainer (float32)")
+        return SimpleTrainer(model, data_loader, optimizer)
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        mapper = build_dataset_mapper(cfg, True) if cfg.INPUT.DATASET_MAPPER_NAME else None
+        if mapper is None:
+            logger.info("INPUT.DATASET_MAPPER_NAME is empty: detectron2's DatasetMapper")
+        return build_detection_train_loader(cfg, mapper=mapper)
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        mapper = None
+        if MetadataCatalog.get(dataset_name).get("evaluator_type", None) == "referring":
+            mapper = build_dataset_mapper(cfg, False)  # sentences and resize-and-pad
+        return build_detection_test_loader(cfg, dataset_name, mapper=mapper)
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        if output_folder is None:
+            output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+        return build_evaluators(cfg, dataset_name, output_folder)
+
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        return build_optimizer(cfg, model)
+
+    @classmethod
+    def build_lr_scheduler(cls, cfg, optimizer):
+        return build_lr_scheduler(cfg, optimizer)
+
+    @classmethod
+    def test_with_TTA(cls, cfg, model):
+        logger.info("Running inference with semantic test-time augmentation ...")
+        model = SemanticSegmentorWithTTA(cfg, model)
+        evaluators = [
+            cls.build_evaluator(cfg, name, output_folder=os.path.join(cfg.OUTPUT_DIR, "inference_TTA", name))
+            for name in cfg.DATASETS.TEST
+        ]
+        res = cls.test(cfg, model, evaluators)
+        return OrderedDict({k + "_TTA": v for k, v in res.items()})
