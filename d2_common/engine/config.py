@@ -25,6 +25,11 @@ def add_engine_config(cfg):
     # unless CPU_BF16 is True, in which case the forward runs under bfloat16 autocast
     _default(cfg.SOLVER.AMP, "CPU_BF16", False)
     _default(cfg.INPUT, "DATASET_MAPPER_NAME", "")
+    # True: a data stream that is a pure function of SEED and the iteration, so `--resume`
+    # after a kill continues bit-exactly (d2_common.resume); False: detectron2's loader
+    _default(cfg.DATALOADER, "RESUMABLE", True)
+    # what a NaN/Inf loss does: "raise" stops before the backward pass; "skip" skips the step
+    _default(cfg.SOLVER, "NONFINITE_LOSS", "raise")
     _default(cfg, "EVAL", CN())
     # metric kernels: "pycocotools" or "faster_coco_eval" for COCO AP; "hotcoco" or
     # "panopticapi" for PQ

@@ -8,13 +8,21 @@ from collections import OrderedDict
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from detectron2.data import MetadataCatalog, build_detection_test_loader, build_detection_train_loader
+from detectron2.data import (
+    DatasetMapper,
+    MetadataCatalog,
+    build_detection_test_loader,
+    build_detection_train_loader,
+    get_detection_dataset_dicts,
+)
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 from detectron2.evaluation import verify_results  # noqa: F401  (re-exported for train_net)
 
+from ..resume import build_resumable_train_loader
+from ..resume.trainer import ResilientTrainerMixin
 from .evaluators import build_evaluators
 from .lr_scheduler import build_lr_scheduler
 from .mapper_registry import build_dataset_mapper
@@ -40,6 +48,8 @@ logger = logging.getLogger(__name__)
 class CPUAutocastTrainer(SimpleTrainer):
     """``SimpleTrainer`` whose forward runs under ``torch.autocast("cpu", torch.bfloat16)``."""
 
+    autocast_dtype = torch.bfloat16  # read by ResilientTrainerMixin.run_step
+
     def run_step(self):
         assert self.model.training, "[CPUAutocastTrainer] model was changed to eval mode!"
         import time
@@ -58,14 +68,18 @@ class CPUAutocastTrainer(SimpleTrainer):
         self.optimizer.step()
 
 
-class Trainer(DefaultTrainer):
+class Trainer(ResilientTrainerMixin, DefaultTrainer):
     """detectron2 ``DefaultTrainer`` with the MaskFormer-family choices:
 
     * train mapper from ``INPUT.DATASET_MAPPER_NAME`` (empty: detectron2's ``DatasetMapper``);
     * evaluators from the test set's ``evaluator_type`` and ``MODEL.MASK_FORMER.TEST.*_ON``;
     * SGD/AdamW with backbone multiplier, weight-decay rules, full-model gradient clipping;
-    * ``WarmupPolyLR``; semantic TTA; AMP on CUDA, optional bf16 autocast on CPU.
+    * ``WarmupPolyLR``; semantic TTA; AMP on CUDA, optional bf16 autocast on CPU;
+    * and from :class:`ResilientTrainerMixin`: atomic checkpoints with optimizer and RNG state,
+      exact ``--resume`` (with ``DATALOADER.RESUMABLE``), a non-finite-loss guard.
     """
+
+    supports_resumable_loader = True
 
     def __init__(self, cfg):
         # DefaultTrainer.__init__, with a DDP wrapper that also works on CPU and a training
@@ -101,11 +115,30 @@ class Trainer(DefaultTrainer):
         return SimpleTrainer(model, data_loader, optimizer)
 
     @classmethod
-    def build_train_loader(cls, cfg):
+    def build_train_loader(cls, cfg, start_iter=0, seed=None):
         mapper = build_dataset_mapper(cfg, True) if cfg.INPUT.DATASET_MAPPER_NAME else None
         if mapper is None:
             logger.info("INPUT.DATASET_MAPPER_NAME is empty: detectron2's DatasetMapper")
-        return build_detection_train_loader(cfg, mapper=mapper)
+        if not cfg.DATALOADER.RESUMABLE:
+            logger.info("DATALOADER.RESUMABLE=False: detectron2's loader (resume is not exact)")
+            return build_detection_train_loader(cfg, mapper=mapper)
+        if seed is None:
+            # a random seed is drawn once and stored in every checkpoint, so --resume reuses it
+            seed = cfg.SEED if cfg.SEED >= 0 else comm.shared_random_seed()
+        logger.info(f"resumable data stream: shuffled epochs of the whole training set, seed {seed}"
+                    + ("" if cfg.DATALOADER.SAMPLER_TRAIN == "TrainingSampler"
+                       and not cfg.DATALOADER.ASPECT_RATIO_GROUPING else
+                       f"; DATALOADER.SAMPLER_TRAIN={cfg.DATALOADER.SAMPLER_TRAIN} and "
+                       "ASPECT_RATIO_GROUPING are not used (set DATALOADER.RESUMABLE False for them)"))
+        dataset = get_detection_dataset_dicts(
+            cfg.DATASETS.TRAIN,
+            filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,
+            proposal_files=cfg.DATASETS.PROPOSAL_FILES_TRAIN if cfg.MODEL.LOAD_PROPOSALS else None,
+        )
+        return build_resumable_train_loader(
+            dataset, mapper or DatasetMapper(cfg, True), total_batch_size=cfg.SOLVER.IMS_PER_BATCH,
+            seed=seed, start_iter=start_iter, num_workers=cfg.DATALOADER.NUM_WORKERS,
+        )
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):

@@ -9,6 +9,7 @@ from detectron2.engine import AMPTrainer, DefaultTrainer
 from detectron2.utils import comm
 
 from .checkpointer import ResilientCheckpointer
+from .data_loader import ResumableTrainStream
 from .guard import NonFiniteLossError, find_nonfinite_losses, nonfinite_message
 from .rng import capture_rng_state, restore_rng_state
 
@@ -48,6 +49,9 @@ class ResilientTrainerMixin:
         # of its checkpoints; later detectron2 versions store it under "_trainer".
         state.setdefault("_trainer", self._trainer.state_dict())
         state["rng"] = capture_rng_state()
+        stream = getattr(self._trainer.data_loader, "dataset", None)
+        if isinstance(stream, ResumableTrainStream):
+            state["data_seed"] = stream.seed
         return state
 
     def load_state_dict(self, state_dict):
@@ -55,13 +59,15 @@ class ResilientTrainerMixin:
         if "_trainer" in state_dict and not _default_trainer_restores_optimizer():
             self._trainer.load_state_dict(state_dict["_trainer"])
         self._resumed_rng_state = state_dict.get("rng")
+        self._resumed_data_seed = state_dict.get("data_seed")
         if self._resumed_rng_state is not None:
             restore_rng_state(self._resumed_rng_state)
 
     def resume_or_load(self, resume=True):
         super().resume_or_load(resume=resume)
         if self.start_iter > 0 and getattr(self, "supports_resumable_loader", False):
-            loader = self.build_train_loader(self.cfg, start_iter=self.start_iter)
+            loader = self.build_train_loader(self.cfg, start_iter=self.start_iter,
+                                             seed=getattr(self, "_resumed_data_seed", None))
             self._trainer.data_loader = loader
             self._trainer._data_loader_iter = iter(loader)
             logger.info(f"data stream resumed at iteration {self.start_iter}")
@@ -79,7 +85,7 @@ class ResilientTrainerMixin:
         data_time = time.perf_counter() - start
 
         amp = isinstance(trainer, AMPTrainer)
-        with torch.autocast(device_type="cuda") if amp else contextlib.nullcontext():
+        with self._autocast(trainer):
             loss_dict = trainer.model(data)
         if isinstance(loss_dict, torch.Tensor):
             loss_dict = {"total_loss": loss_dict}
@@ -97,6 +103,13 @@ class ResilientTrainerMixin:
             trainer.grad_scaler.update()
         else:
             trainer.optimizer.step()
+
+    @staticmethod
+    def _autocast(trainer):
+        if isinstance(trainer, AMPTrainer):
+            return torch.autocast("cuda")
+        dtype = getattr(trainer, "autocast_dtype", None)  # e.g. bf16 autocast on CPU
+        return torch.autocast("cpu", dtype=dtype) if dtype else contextlib.nullcontext()
 
     def _any_rank_nonfinite(self, loss_dict):
         """True if the step must be skipped; raises if it must stop. All ranks agree, so a

@@ -59,19 +59,16 @@ class ToyTrainer(ResilientTrainerMixin, DefaultTrainer):
         return ToyModel(cls.nan_at)
 
     @classmethod
-    def build_train_loader(cls, cfg, start_iter=0):
+    def build_train_loader(cls, cfg, start_iter=0, seed=None):
         return build_resumable_train_loader(make_dataset(), mapper,
                                             total_batch_size=cfg.SOLVER.IMS_PER_BATCH,
-                                            seed=cfg.SEED, start_iter=start_iter,
+                                            seed=cfg.SEED if seed is None else seed,
+                                            start_iter=start_iter,
                                             num_workers=cfg.DATALOADER.NUM_WORKERS)
 
     @classmethod
     def test(cls, cfg, model, evaluators=None):
         return {}
-
-
-class SlowHook:
-    pass
 
 
 def make_cfg(output_dir, max_iter, nonfinite="raise", workers=0):
