@@ -1,0 +1,212 @@
+"""Set-prediction losses of MaskFormer and Mask2Former.
+
+Per decoder layer (final, then every ``aux_outputs`` entry in order): Hungarian matching,
+then
+
+* ``loss_ce``: cross-entropy over K+1 classes, unmatched queries -> no-object class, whose
+  weight is ``eos_coef`` (the persistent ``empty_weight`` buffer);
+* ``loss_mask`` and ``loss_dice`` over the matched masks, normalised by the number of
+  ground-truth masks averaged across processes. Where the masks are compared:
+
+  * ``num_points == 0`` (MaskFormer): predictions upsampled bilinearly to the target size,
+    every pixel used;
+  * ``num_points > 0`` (Mask2Former): ``num_points`` PointRend importance-sampled points per
+    matched mask (``oversample_ratio``, ``importance_sample_ratio``).
+
+  ``mask_loss_type`` selects the per-point loss: "sigmoid_ce" (Mask2Former) or "focal"
+  (MaskFormer; alpha 0.25, gamma 2).
+
+Auxiliary-layer keys get the suffix ``_i`` for ``aux_outputs[i]``.
+"""
+from typing import Dict, List, Sequence, Tuple
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from .matcher import MASK_COST_TYPES, HungarianMatcher
+from .point_sampling import calculate_uncertainty, get_uncertain_point_coords_with_randomness, point_sample
+
+__all__ = ["SetCriterion", "dice_loss", "sigmoid_ce_loss", "sigmoid_focal_loss"]
+
+Indices = List[Tuple[torch.Tensor, torch.Tensor]]
+
+
+def dice_loss(logits: torch.Tensor, targets: torch.Tensor, num_masks: float) -> torch.Tensor:
+    """Soft dice (+1 smoothing) summed over masks / num_masks. logits, targets: (M, P)."""
+    probs = logits.sigmoid().flatten(1)
+    numerator = 2 * (probs * targets).sum(-1)
+    denominator = probs.sum(-1) + targets.sum(-1)
+    return (1 - (numerator + 1) / (denominator + 1)).sum() / num_masks
+
+
+def sigmoid_ce_loss(logits: torch.Tensor, targets: torch.Tensor, num_masks: float) -> torch.Tensor:
+    """Binary cross-entropy, mean over points, summed over masks / num_masks. (M, P) inputs."""
+    loss = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    return loss.mean(1).sum() / num_masks
+
+
+def sigmoid_focal_loss(
+    logits: torch.Tensor, targets: torch.Tensor, num_masks: float, alpha: float = 0.25, gamma: float = 2.0
+) -> torch.Tensor:
+    """Sigmoid focal loss (RetinaNet), mean over points, summed over masks / num_masks. (M, P) inputs."""
+    probs = logits.sigmoid()
+    ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    p_t = probs * targets + (1 - probs) * (1 - targets)
+    loss = ce * ((1 - p_t) ** gamma)
+    if alpha >= 0:
+        loss = (alpha * targets + (1 - alpha) * (1 - targets)) * loss
+    return loss.mean(1).sum() / num_masks
+
+
+def _world_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+class SetCriterion(nn.Module):
+    """Matching + losses for mask classification.
+
+    Args:
+        num_classes: K, without the no-object class.
+        matcher: assigns queries to targets per image.
+        weight_dict: loss name -> weight; the meta-architecture applies it (kept here so the
+            training loop and the losses agree on the names).
+        eos_coef: cross-entropy weight of the no-object class.
+        losses: subset of ("labels", "masks"), computed in this order.
+        num_points: 0 for full-resolution mask losses (MaskFormer), else points per mask.
+        oversample_ratio, importance_sample_ratio: PointRend sampling (``num_points > 0``).
+        mask_loss_type: "sigmoid_ce" or "focal".
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        matcher: HungarianMatcher,
+        weight_dict: Dict[str, float],
+        eos_coef: float,
+        losses: Sequence[str] = ("labels", "masks"),
+        num_points: int = 0,
+        oversample_ratio: float = 3.0,
+        importance_sample_ratio: float = 0.75,
+        mask_loss_type: str = "sigmoid_ce",
+    ):
+        super().__init__()
+        unknown = set(losses) - {"labels", "masks"}
+        if unknown:
+            raise ValueError(f"unknown losses {sorted(unknown)}; supported: 'labels', 'masks'")
+        if mask_loss_type not in MASK_COST_TYPES:
+            raise ValueError(f"mask_loss_type must be one of {MASK_COST_TYPES}; got {mask_loss_type!r}")
+        if num_points < 0:
+            raise ValueError(f"num_points must be >= 0 (0 = full resolution); got {num_points}")
+        self.num_classes = num_classes
+        self.matcher = matcher
+        self.weight_dict = weight_dict
+        self.eos_coef = eos_coef
+        self.losses = list(losses)
+        self.num_points = num_points
+        self.oversample_ratio = oversample_ratio
+        self.importance_sample_ratio = importance_sample_ratio
+        self.mask_loss_type = mask_loss_type
+        empty_weight = torch.ones(num_classes + 1)
+        empty_weight[-1] = eos_coef
+        # Persistent: official checkpoints contain ``criterion.empty_weight``.
+        self.register_buffer("empty_weight", empty_weight)
+
+    # ----------------------------------------------------------------------------------- losses
+    def loss_labels(self, outputs, targets, indices: Indices, num_masks: float) -> Dict[str, torch.Tensor]:
+        logits = outputs["pred_logits"].float()
+        batch_idx, src_idx = self._src_permutation_idx(indices)
+        target_classes = torch.full(logits.shape[:2], self.num_classes, dtype=torch.int64, device=logits.device)
+        target_classes[batch_idx, src_idx] = torch.cat(
+            [t["labels"][tgt] for t, (_, tgt) in zip(targets, indices)]
+        ).to(logits.device)
+        loss = F.cross_entropy(logits.transpose(1, 2), target_classes, self.empty_weight)
+        return {"loss_ce": loss}
+
+    def loss_masks(self, outputs, targets, indices: Indices, num_masks: float) -> Dict[str, torch.Tensor]:
+        batch_idx, src_idx = self._src_permutation_idx(indices)
+        src = outputs["pred_masks"][batch_idx, src_idx]  # (M, H, W)
+        tgt = self._matched_target_masks(targets, indices, src)  # (M, Ht, Wt)
+        if self.num_points > 0:
+            with torch.no_grad():
+                coords = self.sample_points(src[:, None])
+                labels = point_sample(tgt[:, None], coords, align_corners=False).squeeze(1)
+            logits = point_sample(src[:, None], coords, align_corners=False).squeeze(1)
+        else:
+            logits = F.interpolate(src[:, None], size=tgt.shape[-2:], mode="bilinear", align_corners=False)
+            logits = logits[:, 0].flatten(1)
+            labels = tgt.flatten(1)
+        mask_loss = sigmoid_focal_loss if self.mask_loss_type == "focal" else sigmoid_ce_loss
+        return {"loss_mask": mask_loss(logits, labels, num_masks), "loss_dice": dice_loss(logits, labels, num_masks)}
+
+    def sample_points(self, mask_logits: torch.Tensor) -> torch.Tensor:
+        """(M, 1, H, W) matched mask logits -> (M, num_points, 2). Tests override this to replay points."""
+        return get_uncertain_point_coords_with_randomness(
+            mask_logits, calculate_uncertainty, self.num_points, self.oversample_ratio, self.importance_sample_ratio
+        )
+
+    # ---------------------------------------------------------------------------------- helpers
+    @staticmethod
+    def _src_permutation_idx(indices: Indices) -> Tuple[torch.Tensor, torch.Tensor]:
+        batch_idx = torch.cat([torch.full_like(src, i) for i, (src, _) in enumerate(indices)])
+        src_idx = torch.cat([src for src, _ in indices])
+        return batch_idx, src_idx
+
+    @staticmethod
+    def _matched_target_masks(targets, indices: Indices, like: torch.Tensor) -> torch.Tensor:
+        """Matched GT masks in matched order, zero-padded to the largest mask size of the batch."""
+        height = max(t["masks"].shape[-2] for t in targets)
+        width = max(t["masks"].shape[-1] for t in targets)
+        chunks = []
+        for t, (_, tgt) in zip(targets, indices):
+            masks = t["masks"][tgt.to(t["masks"].device)].to(like)
+            if masks.shape[-2:] != (height, width):
+                masks = F.pad(masks, (0, width - masks.shape[-1], 0, height - masks.shape[-2]))
+            chunks.append(masks)
+        return torch.cat(chunks)
+
+    def _num_masks(self, targets, device: torch.device) -> float:
+        num_masks = torch.as_tensor([float(sum(len(t["labels"]) for t in targets))], device=device)
+        world_size = _world_size()
+        if world_size > 1:
+            dist.all_reduce(num_masks)
+        return torch.clamp(num_masks / world_size, min=1).item()
+
+    def get_loss(self, name: str, outputs, targets, indices: Indices, num_masks: float):
+        if name == "labels":
+            return self.loss_labels(outputs, targets, indices, num_masks)
+        return self.loss_masks(outputs, targets, indices, num_masks)
+
+    # ---------------------------------------------------------------------------------- forward
+    def forward(self, outputs: Dict, targets: Sequence[Dict[str, torch.Tensor]]) -> Dict[str, torch.Tensor]:
+        """
+        Args:
+            outputs: ``pred_logits`` (B, Q, K+1), ``pred_masks`` (B, Q, H, W) and optionally
+                ``aux_outputs``: list of dicts with the same two keys.
+            targets: per image ``labels`` int64 (N,), ``masks`` (N, H', W').
+
+        Returns:
+            Unweighted losses: ``loss_ce``, ``loss_mask``, ``loss_dice`` and ``*_i`` per aux layer.
+        """
+        if targets is None:
+            raise ValueError("SetCriterion needs targets: training inputs must carry 'instances'")
+        num_masks = self._num_masks(targets, outputs["pred_logits"].device)
+        layers = [{k: v for k, v in outputs.items() if k != "aux_outputs"}]
+        layers += list(outputs.get("aux_outputs", []))
+        losses = {}
+        # Layer by layer (match, then losses) so random draws happen in the reference order.
+        for i, layer in enumerate(layers):
+            indices = self.matcher(layer, targets)
+            suffix = "" if i == 0 else f"_{i - 1}"
+            for name in self.losses:
+                for k, v in self.get_loss(name, layer, targets, indices, num_masks).items():
+                    losses[k + suffix] = v
+        return losses
+
+    def extra_repr(self) -> str:
+        return (
+            f"num_classes={self.num_classes}, eos_coef={self.eos_coef}, losses={self.losses}, "
+            f"num_points={self.num_points}, oversample_ratio={self.oversample_ratio}, "
+            f"importance_sample_ratio={self.importance_sample_ratio}, mask_loss_type={self.mask_loss_type!r}"
+        )

@@ -1,0 +1,287 @@
+"""The ``MaskFormer`` meta-architecture (MaskFormer and Mask2Former).
+
+backbone -> ``sem_seg_head`` (pixel decoder + transformer decoder) -> per-query class logits
+(B, Q, K+1) and mask logits (B, Q, H/4, W/4). Training: ``SetCriterion`` losses, weighted.
+Inference: masks upsampled to the padded input size, then semantic / panoptic / instance
+results per image at its original resolution.
+
+The two model families differ only in how they are trained and in one panoptic rule. The
+family follows ``MODEL.MASK_FORMER.TRANSFORMER_DECODER_NAME`` (the key whose default
+``add_maskformer2_config`` / ``add_mask_former_config`` set differently; every official YAML of
+either project builds the matching decoder), see ``model_family``:
+
+* "mask2former" (``MultiScaleMaskedTransformerDecoder``): matcher and losses on
+  ``TRAIN_NUM_POINTS`` sampled points with sigmoid CE (or focal: ``POINT_LOSS``, read for this
+  family only), class cost ``CLASS_WEIGHT``; panoptic segments need ``sigmoid(mask) >= 0.5``.
+* "maskformer" (``StandardTransformerDecoder``): focal + dice on full-resolution masks, class
+  cost 1; panoptic segments are the argmax regions.
+"""
+import logging
+from typing import Dict, List, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from detectron2.config import configurable
+from detectron2.data import MetadataCatalog
+from detectron2.modeling import META_ARCH_REGISTRY, build_backbone, build_sem_seg_head
+from detectron2.modeling.backbone import Backbone
+from detectron2.structures import ImageList
+from torch import nn
+
+from ..criterion import SetCriterion
+from ..matcher import HungarianMatcher
+from ..postprocessing import instance_inference, panoptic_inference, sem_seg_postprocess, semantic_inference
+
+__all__ = ["MaskFormer", "build_criterion", "model_family"]
+
+logger = logging.getLogger(__name__)
+
+# Transformer decoder -> the official project whose training and inference rules apply.
+FAMILY_OF_DECODER = {
+    "MultiScaleMaskedTransformerDecoder": "mask2former",
+    "StandardTransformerDecoder": "maskformer",
+}
+POINT_LOSSES = ("sigmoid_ce", "focal")
+
+
+def model_family(cfg) -> str:
+    """"mask2former" or "maskformer", from ``MODEL.MASK_FORMER.TRANSFORMER_DECODER_NAME``."""
+    name = cfg.MODEL.MASK_FORMER.TRANSFORMER_DECODER_NAME
+    if name not in FAMILY_OF_DECODER:
+        raise ValueError(
+            f"MODEL.MASK_FORMER.TRANSFORMER_DECODER_NAME={name!r} has no known loss/inference rules; "
+            f"use one of {sorted(FAMILY_OF_DECODER)} or add it to "
+            "maskformer_d2.modeling.meta_arch.mask_former_model.FAMILY_OF_DECODER"
+        )
+    return FAMILY_OF_DECODER[name]
+
+
+def build_criterion(cfg, num_classes: int) -> SetCriterion:
+    """Matcher + ``SetCriterion`` of the config's model family, official weights and names."""
+    mf = cfg.MODEL.MASK_FORMER
+    family = model_family(cfg)
+    if family == "mask2former":
+        if mf.POINT_LOSS not in POINT_LOSSES:
+            raise ValueError(f"MODEL.MASK_FORMER.POINT_LOSS must be one of {POINT_LOSSES}; got {mf.POINT_LOSS!r}")
+        class_weight, num_points, mask_loss = mf.CLASS_WEIGHT, mf.TRAIN_NUM_POINTS, mf.POINT_LOSS
+        if num_points <= 0:
+            raise ValueError(f"MODEL.MASK_FORMER.TRAIN_NUM_POINTS must be > 0; got {num_points}")
+    else:
+        # MaskFormer hard-codes the class weight to 1 and compares whole masks with focal loss.
+        class_weight, num_points, mask_loss = 1, 0, "focal"
+    logger.info(
+        "MaskFormer: %s training/inference rules (TRANSFORMER_DECODER_NAME=%s); mask loss %s on %s",
+        family,
+        mf.TRANSFORMER_DECODER_NAME,
+        mask_loss,
+        f"{num_points} sampled points" if num_points else "full-resolution masks",
+    )
+    matcher = HungarianMatcher(
+        cost_class=class_weight,
+        cost_mask=mf.MASK_WEIGHT,
+        cost_dice=mf.DICE_WEIGHT,
+        num_points=num_points,
+        mask_cost_type=mask_loss,
+    )
+    weight_dict = {"loss_ce": class_weight, "loss_mask": mf.MASK_WEIGHT, "loss_dice": mf.DICE_WEIGHT}
+    if mf.DEEP_SUPERVISION:
+        # Official: DEC_LAYERS - 1 auxiliary predictions for both families.
+        base = dict(weight_dict)
+        for i in range(mf.DEC_LAYERS - 1):
+            weight_dict.update({f"{k}_{i}": v for k, v in base.items()})
+    return SetCriterion(
+        num_classes,
+        matcher=matcher,
+        weight_dict=weight_dict,
+        eos_coef=mf.NO_OBJECT_WEIGHT,
+        losses=["labels", "masks"],
+        num_points=num_points,
+        oversample_ratio=mf.OVERSAMPLE_RATIO,
+        importance_sample_ratio=mf.IMPORTANCE_SAMPLE_RATIO,
+        mask_loss_type=mask_loss,
+    )
+
+
+@META_ARCH_REGISTRY.register()
+class MaskFormer(nn.Module):
+    """Mask classification for semantic, panoptic and instance segmentation.
+
+    Args:
+        backbone: detectron2 backbone.
+        sem_seg_head: returns ``pred_logits`` (B, Q, K+1), ``pred_masks`` (B, Q, h, w) and,
+            with deep supervision, ``aux_outputs``.
+        criterion: training losses; its ``weight_dict`` weights them.
+        num_queries: Q.
+        object_mask_threshold, overlap_threshold: panoptic inference thresholds.
+        metadata: dataset metadata; ``thing_dataset_id_to_contiguous_id`` gives the thing classes.
+        size_divisibility: pad inputs to a multiple of this; < 0 takes the backbone's.
+        sem_seg_postprocess_before_inference: resize mask logits to the output size before
+            inference (needed by panoptic/instance) instead of resizing the semantic scores.
+        pixel_mean, pixel_std: input normalisation, per channel.
+        semantic_on, panoptic_on, instance_on: which results to produce.
+        test_topk_per_image: instances kept per image.
+        panoptic_requires_mask_prob: Mask2Former's panoptic rule (True) or MaskFormer's (False).
+    """
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        backbone: Backbone,
+        sem_seg_head: nn.Module,
+        criterion: nn.Module,
+        num_queries: int,
+        object_mask_threshold: float,
+        overlap_threshold: float,
+        metadata,
+        size_divisibility: int,
+        sem_seg_postprocess_before_inference: bool,
+        pixel_mean: Tuple[float, ...],
+        pixel_std: Tuple[float, ...],
+        semantic_on: bool = True,
+        panoptic_on: bool = False,
+        instance_on: bool = False,
+        test_topk_per_image: int = 100,
+        panoptic_requires_mask_prob: bool = True,
+    ):
+        super().__init__()
+        self.backbone = backbone
+        self.sem_seg_head = sem_seg_head
+        self.criterion = criterion
+        self.num_queries = num_queries
+        self.object_mask_threshold = object_mask_threshold
+        self.overlap_threshold = overlap_threshold
+        self.metadata = metadata
+        self.size_divisibility = backbone.size_divisibility if size_divisibility < 0 else size_divisibility
+        self.sem_seg_postprocess_before_inference = sem_seg_postprocess_before_inference
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(-1, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(-1, 1, 1), False)
+        self.semantic_on = semantic_on
+        self.panoptic_on = panoptic_on
+        self.instance_on = instance_on
+        self.test_topk_per_image = test_topk_per_image
+        self.panoptic_requires_mask_prob = panoptic_requires_mask_prob
+        if not semantic_on and not sem_seg_postprocess_before_inference:
+            raise ValueError(
+                "panoptic/instance inference needs masks at the output size: set "
+                "MODEL.MASK_FORMER.TEST.SEM_SEG_POSTPROCESSING_BEFORE_INFERENCE True (or turn SEMANTIC_ON on)"
+            )
+        if (panoptic_on or instance_on) and not sem_seg_postprocess_before_inference:
+            raise ValueError("panoptic/instance inference needs sem_seg_postprocess_before_inference=True")
+
+    @classmethod
+    def from_config(cls, cfg):
+        backbone = build_backbone(cfg)
+        sem_seg_head = build_sem_seg_head(cfg, backbone.output_shape())
+        mf = cfg.MODEL.MASK_FORMER
+        test = mf.TEST
+        return {
+            "backbone": backbone,
+            "sem_seg_head": sem_seg_head,
+            "criterion": build_criterion(cfg, sem_seg_head.num_classes),
+            "num_queries": mf.NUM_OBJECT_QUERIES,
+            "object_mask_threshold": test.OBJECT_MASK_THRESHOLD,
+            "overlap_threshold": test.OVERLAP_THRESHOLD,
+            "metadata": MetadataCatalog.get(cfg.DATASETS.TRAIN[0]) if cfg.DATASETS.TRAIN else None,
+            "size_divisibility": mf.SIZE_DIVISIBILITY,
+            "sem_seg_postprocess_before_inference": (
+                test.SEM_SEG_POSTPROCESSING_BEFORE_INFERENCE or test.PANOPTIC_ON or test.INSTANCE_ON
+            ),
+            "pixel_mean": cfg.MODEL.PIXEL_MEAN,
+            "pixel_std": cfg.MODEL.PIXEL_STD,
+            "semantic_on": test.SEMANTIC_ON,
+            "panoptic_on": test.PANOPTIC_ON,
+            "instance_on": test.INSTANCE_ON,
+            "test_topk_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
+            "panoptic_requires_mask_prob": model_family(cfg) == "mask2former",
+        }
+
+    @property
+    def device(self) -> torch.device:
+        return self.pixel_mean.device
+
+    # ---------------------------------------------------------------------------------- forward
+    def forward(self, batched_inputs: List[Dict]):
+        """
+        Args:
+            batched_inputs: detectron2 dicts with ``image`` (C, H, W) in ``INPUT.FORMAT``,
+                optional ``height``/``width`` (output size), and in training ``instances``
+                with ``gt_classes`` and ``gt_masks``.
+
+        Returns:
+            Training: dict of weighted losses. Inference: per image a dict with ``sem_seg``
+            (K, H, W), ``panoptic_seg`` (int32 (H, W), segments_info), ``instances``, as enabled.
+        """
+        images = [(x["image"].to(self.device) - self.pixel_mean) / self.pixel_std for x in batched_inputs]
+        images = ImageList.from_tensors(images, self.size_divisibility)
+        outputs = self.sem_seg_head(self.backbone(images.tensor))
+
+        if self.training:
+            if "instances" not in batched_inputs[0]:
+                raise ValueError(
+                    "training inputs need 'instances' (gt_classes, gt_masks); use a MaskFormer dataset mapper "
+                    "(INPUT.DATASET_MAPPER_NAME)"
+                )
+            targets = self.prepare_targets([x["instances"].to(self.device) for x in batched_inputs], images)
+            losses = self.criterion(outputs, targets)
+            weights = self.criterion.weight_dict
+            return {k: v * weights[k] for k, v in losses.items() if k in weights}
+        return self.inference(outputs, batched_inputs, images)
+
+    def prepare_targets(self, instances, images: ImageList) -> List[Dict[str, torch.Tensor]]:
+        """GT per image: ``labels`` (N,) and ``masks`` (N, Hp, Wp) zero-padded to the batch size."""
+        h_pad, w_pad = images.tensor.shape[-2:]
+        targets = []
+        for inst in instances:
+            gt_masks = inst.gt_masks
+            gt_masks = getattr(gt_masks, "tensor", gt_masks)  # BitMasks or plain tensor
+            padded = gt_masks.new_zeros((gt_masks.shape[0], h_pad, w_pad))
+            padded[:, : gt_masks.shape[1], : gt_masks.shape[2]] = gt_masks
+            targets.append({"labels": inst.gt_classes, "masks": padded})
+        return targets
+
+    # -------------------------------------------------------------------------------- inference
+    def _thing_ids(self) -> List[int]:
+        if self.metadata is None or not hasattr(self.metadata, "thing_dataset_id_to_contiguous_id"):
+            raise ValueError(
+                "panoptic/instance inference with panoptic_on needs metadata.thing_dataset_id_to_contiguous_id; "
+                "set DATASETS.TRAIN to a registered panoptic dataset"
+            )
+        return list(self.metadata.thing_dataset_id_to_contiguous_id.values())
+
+    def inference(self, outputs: Dict, batched_inputs: Sequence[Dict], images: ImageList) -> List[Dict]:
+        mask_cls_results = outputs["pred_logits"]
+        mask_pred_results = F.interpolate(
+            outputs["pred_masks"], size=images.tensor.shape[-2:], mode="bilinear", align_corners=False
+        )
+        thing_ids = self._thing_ids() if self.panoptic_on else None
+        results = []
+        for mask_cls, mask_pred, inputs, image_size in zip(
+            mask_cls_results, mask_pred_results, batched_inputs, images.image_sizes
+        ):
+            height = inputs.get("height", image_size[0])
+            width = inputs.get("width", image_size[1])
+            result = {}
+            if self.sem_seg_postprocess_before_inference:
+                mask_pred = sem_seg_postprocess(mask_pred, image_size, height, width)
+                mask_cls = mask_cls.to(mask_pred)
+            if self.semantic_on:
+                sem_seg = semantic_inference(mask_cls, mask_pred)
+                if not self.sem_seg_postprocess_before_inference:
+                    sem_seg = sem_seg_postprocess(sem_seg, image_size, height, width)
+                result["sem_seg"] = sem_seg
+            if self.panoptic_on:
+                result["panoptic_seg"] = panoptic_inference(
+                    mask_cls,
+                    mask_pred,
+                    object_mask_threshold=self.object_mask_threshold,
+                    overlap_threshold=self.overlap_threshold,
+                    thing_ids=thing_ids,
+                    require_mask_prob=self.panoptic_requires_mask_prob,
+                )
+            if self.instance_on:
+                result["instances"] = instance_inference(
+                    mask_cls, mask_pred, test_topk_per_image=self.test_topk_per_image, thing_ids=thing_ids
+                )
+            results.append(result)
+        return results

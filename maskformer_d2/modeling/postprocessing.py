@@ -1,0 +1,159 @@
+"""Turning per-query (class logits, mask logits) into semantic, panoptic and instance outputs.
+
+Single-image functions; ``mask_cls`` is (Q, K+1) class logits (last = no object) and
+``mask_pred`` is (Q, H, W) mask logits, already at the resolution the result should have.
+The results equal the official MaskFormer / Mask2Former ``*_inference`` methods; the loops
+over queries of the official panoptic code are replaced by per-query counts computed at once
+(one host transfer), which gives identical segments.
+"""
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from detectron2.structures import Boxes, Instances
+
+__all__ = ["sem_seg_postprocess", "semantic_inference", "panoptic_inference", "instance_inference"]
+
+
+def sem_seg_postprocess(result: torch.Tensor, img_size: Sequence[int], output_height: int, output_width: int):
+    """Crop the padding away and resize to the requested output size.
+
+    Args:
+        result: (C, Hp, Wp) scores or logits at the padded input resolution.
+        img_size: (h, w) of the image inside the padded tensor.
+        output_height, output_width: size of the original image (``height``/``width`` inputs).
+
+    Returns:
+        (C, output_height, output_width), bilinear, ``align_corners=False`` (as detectron2's).
+    """
+    result = result[:, : img_size[0], : img_size[1]]
+    return F.interpolate(result[None], size=(output_height, output_width), mode="bilinear", align_corners=False)[0]
+
+
+def semantic_inference(mask_cls: torch.Tensor, mask_pred: torch.Tensor) -> torch.Tensor:
+    """Per-class scores (K, H, W) = sum over queries of p(class) * sigmoid(mask)."""
+    probs = F.softmax(mask_cls, dim=-1)[..., :-1]
+    return torch.einsum("qc,qhw->chw", probs, mask_pred.sigmoid())
+
+
+def panoptic_inference(
+    mask_cls: torch.Tensor,
+    mask_pred: torch.Tensor,
+    *,
+    object_mask_threshold: float,
+    overlap_threshold: float,
+    thing_ids: Iterable[int],
+    require_mask_prob: bool = True,
+) -> Tuple[torch.Tensor, List[Dict]]:
+    """Non-overlapping segments from the confident queries.
+
+    A query is kept when its best class is not "no object" and its probability exceeds
+    ``object_mask_threshold``. Each pixel goes to the kept query with the highest
+    ``p(class) * sigmoid(mask)``. A query becomes a segment when its pixels are at least
+    ``overlap_threshold`` of its own ``sigmoid(mask) >= 0.5`` area; stuff queries of the same
+    class share one segment id.
+
+    Args:
+        require_mask_prob: Mask2Former rule (True): a segment's pixels must also have
+            ``sigmoid(mask) >= 0.5`` and be non-empty. MaskFormer rule (False): argmax only.
+
+    Returns:
+        ``panoptic_seg`` int32 (H, W), 0 = void, and ``segments_info``: list of
+        ``{"id", "isthing", "category_id"}``.
+    """
+    num_classes = mask_cls.shape[-1] - 1
+    scores, labels = F.softmax(mask_cls, dim=-1).max(-1)
+    keep = labels.ne(num_classes) & (scores > object_mask_threshold)
+    cur_scores, cur_classes = scores[keep], labels[keep]
+    cur_masks = mask_pred.sigmoid()[keep]
+    h, w = mask_pred.shape[-2:]
+    num_kept = cur_masks.shape[0]
+    if num_kept == 0:
+        return torch.zeros((h, w), dtype=torch.int32, device=mask_pred.device), []
+
+    mask_ids = (cur_scores.view(-1, 1, 1) * cur_masks).argmax(0)  # (H, W) winning kept query
+    foreground = cur_masks >= 0.5  # (K, H, W)
+    mask_area = torch.bincount(mask_ids.flatten(), minlength=num_kept)
+    original_area = foreground.flatten(1).sum(1)
+    if require_mask_prob:
+        winner_foreground = torch.gather(foreground, 0, mask_ids[None])[0]
+        segment_area = torch.bincount(mask_ids[winner_foreground], minlength=num_kept)
+    else:
+        segment_area = mask_area
+    stats = torch.stack([mask_area, original_area, segment_area, cur_classes]).cpu().tolist()
+
+    thing_ids = set(int(i) for i in thing_ids)
+    segment_of_query = [0] * num_kept
+    segments_info = []
+    stuff_segment = {}
+    for k, (area, original, seg_area, pred_class) in enumerate(zip(*stats)):
+        if not (area > 0 and original > 0 and seg_area > 0):
+            continue
+        if area / original < overlap_threshold:
+            continue
+        isthing = pred_class in thing_ids
+        if not isthing and pred_class in stuff_segment:
+            segment_of_query[k] = stuff_segment[pred_class]
+            continue
+        segment_id = len(segments_info) + 1
+        if not isthing:
+            stuff_segment[pred_class] = segment_id
+        segment_of_query[k] = segment_id
+        segments_info.append({"id": segment_id, "isthing": bool(isthing), "category_id": int(pred_class)})
+
+    lookup = torch.tensor(segment_of_query, dtype=torch.int32, device=mask_pred.device)
+    panoptic_seg = lookup[mask_ids]
+    if require_mask_prob:
+        panoptic_seg = panoptic_seg * winner_foreground
+    return panoptic_seg, segments_info
+
+
+def instance_inference(
+    mask_cls: torch.Tensor,
+    mask_pred: torch.Tensor,
+    *,
+    test_topk_per_image: int,
+    thing_ids: Optional[Iterable[int]] = None,
+) -> Instances:
+    """Top-k (query, class) pairs as instances (Mask2Former).
+
+    The flattened (Q * K) class probabilities give the ``test_topk_per_image`` best pairs
+    (``topk(sorted=False)``, the official call, so the order is the torch build's); each
+    instance takes its query's binary mask ``mask_pred > 0`` and scores
+    ``p(class) * mean sigmoid(mask) inside the binary mask``. ``thing_ids`` (given when
+    panoptic inference is on) keeps only thing classes. Boxes are zeros, as officially.
+
+    Returns:
+        ``Instances`` of size (H, W) with ``pred_masks`` float (N, H, W) in {0, 1},
+        ``pred_boxes`` zeros, ``scores`` (N,), ``pred_classes`` int64 (N,).
+    """
+    num_queries, num_classes = mask_cls.shape[0], mask_cls.shape[-1] - 1
+    if test_topk_per_image > num_queries * num_classes:
+        raise ValueError(
+            f"TEST.DETECTIONS_PER_IMAGE={test_topk_per_image} exceeds num_queries * num_classes = "
+            f"{num_queries * num_classes}; lower TEST.DETECTIONS_PER_IMAGE"
+        )
+    scores = F.softmax(mask_cls, dim=-1)[:, :-1]
+    scores_per_image, topk_indices = scores.flatten(0, 1).topk(test_topk_per_image, sorted=False)
+    labels_per_image = topk_indices % num_classes
+    query_indices = topk_indices // num_classes
+    if thing_ids is not None:
+        things = torch.as_tensor(sorted(int(i) for i in thing_ids), dtype=labels_per_image.dtype)
+        keep = torch.isin(labels_per_image, things.to(labels_per_image.device))
+        scores_per_image, labels_per_image, query_indices = (
+            scores_per_image[keep],
+            labels_per_image[keep],
+            query_indices[keep],
+        )
+
+    # Per-query quantities first: a query can appear once per class among the top-k.
+    binary = (mask_pred > 0).float()
+    flat = binary.flatten(1)
+    mask_scores = (mask_pred.sigmoid().flatten(1) * flat).sum(1) / (flat.sum(1) + 1e-6)
+
+    result = Instances(tuple(mask_pred.shape[-2:]))
+    result.pred_masks = binary[query_indices]
+    result.pred_boxes = Boxes(torch.zeros(len(query_indices), 4, device=mask_pred.device))
+    result.scores = scores_per_image * mask_scores[query_indices]
+    result.pred_classes = labels_per_image
+    return result
