@@ -2,7 +2,7 @@
 import copy
 import logging
 import re
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 import torch
@@ -12,6 +12,12 @@ from pycocotools import mask as mask_util
 from detectron2.config import configurable
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
+
+from d2_common.validation import (
+    DEFAULT_MAX_IMAGE_PIXELS, BadRecordError, image_reader_kwargs, read_image_checked,
+)
+
+from ...modeling.language.tokenizer import check_sentence
 
 logger = logging.getLogger(__name__)
 
@@ -37,28 +43,44 @@ def swap_lr_words(sentence: str) -> str:
     return _LR_WORD.sub(swap, sentence)
 
 
+def _valid_polygons(polygons: List, file_name: str) -> List:
+    # pycocotools reads a 4-number "polygon" as a box, and fails on odd lengths: drop those
+    # (the dataset-level RecordChecker counts them; here they can only come from raw records)
+    kept = [p for p in polygons if len(p) >= 6 and len(p) % 2 == 0]
+    if len(kept) < len(polygons):
+        logger.debug("%s: dropped %d polygon(s) with < 3 points", file_name, len(polygons) - len(kept))
+    return kept
+
+
 def annotations_to_mask(annotations: List[Dict], height: int, width: int, file_name: str) -> np.ndarray:
-    """(H, W) bool union of the annotations' polygons / RLEs / binary masks."""
+    """(H, W) bool union of the annotations' polygons / RLEs / binary masks.
+
+    Raises:
+        BadRecordError (``bad_segmentation``): an RLE / mask of another size, or an unsupported
+        segmentation type.
+    """
     mask = np.zeros((height, width), dtype=bool)
     for ann in annotations:
-        segm = ann["segmentation"]
+        segm = ann.get("segmentation")
         if isinstance(segm, list):
+            segm = _valid_polygons(segm, file_name)
             if not segm:
                 continue
             m = mask_util.decode(mask_util.merge(mask_util.frPyObjects(segm, height, width)))
         elif isinstance(segm, dict):
             if tuple(segm["size"]) != (height, width):
-                raise ValueError(f"RLE of size {tuple(segm['size'])} in {file_name} does not match "
-                                 f"the image size {(height, width)}")
+                raise BadRecordError(file_name, "bad_segmentation",
+                                     f"RLE of size {tuple(segm['size'])} does not match the image "
+                                     f"size {(height, width)}")
             rle = mask_util.frPyObjects(segm, *segm["size"]) if isinstance(segm["counts"], list) else segm
             m = mask_util.decode(rle)
         elif isinstance(segm, np.ndarray):
             m = segm
         else:
-            raise TypeError(f"Unsupported segmentation type {type(segm)} in {file_name}")
+            raise BadRecordError(file_name, "bad_segmentation", f"unsupported segmentation type {type(segm).__name__}")
         if m.shape != (height, width):
-            raise ValueError(f"Mask of size {m.shape} in {file_name} does not match the image "
-                             f"size {(height, width)}")
+            raise BadRecordError(file_name, "bad_segmentation",
+                                 f"mask of size {m.shape} does not match the image size {(height, width)}")
         mask |= m.astype(bool)
     return mask
 
@@ -81,11 +103,18 @@ class ReferringDatasetMapper:
     ``height``, ``width`` original size; ``resized_size`` (h, w) valid region; ``gt_mask``
     uint8 (S, S) in {0, 1}; in test mode also ``gt_mask_orig`` bool (height, width). Record keys
     ``file_name``, ``image_id``, ``ref_id``, ``sent_id`` are passed through.
+
+    A record that cannot be used raises :class:`d2_common.validation.BadRecordError` naming the
+    file and the reason (unreadable / too large image, size mismatch, sentence without any word
+    (``restr_d2.modeling.language.tokenizer.check_sentence``), training record without
+    annotations, unusable segmentation); wrap the mapper in ``SafeMapper`` to skip such records
+    under ``DATALOADER.BAD_RECORD_POLICY: "skip"``.
     """
 
     @configurable
     def __init__(self, is_train: bool = True, *, image_size: int, image_format: str = "RGB",
-                 flip: str = "none", flip_prob: float = 0.5):
+                 flip: str = "none", flip_prob: float = 0.5,
+                 max_image_pixels: Optional[int] = DEFAULT_MAX_IMAGE_PIXELS, apply_exif: bool = True):
         """
         Args:
             is_train: training (random flip, no ``gt_mask_orig``) or test mode.
@@ -94,6 +123,8 @@ class ReferringDatasetMapper:
             flip: "none"; "skip_lr" flips only sentences without left/right words;
                 "swap_lr" flips any sentence and swaps its left/right words. Training only.
             flip_prob: probability of a horizontal flip.
+            max_image_pixels: refuse larger images (``INPUT.MAX_IMAGE_PIXELS``; 0: no limit).
+            apply_exif: apply the EXIF orientation (``INPUT.APPLY_EXIF_ORIENTATION``).
         """
         if flip not in FLIP_MODES:
             raise ValueError(f"flip={flip!r}; expected one of {FLIP_MODES}")
@@ -104,6 +135,7 @@ class ReferringDatasetMapper:
         self.image_format = image_format
         self.flip = flip if is_train else "none"
         self.flip_prob = flip_prob
+        self.reader_kwargs = {"max_pixels": max_image_pixels, "apply_exif": bool(apply_exif)}
         logger.info("[ReferringDatasetMapper] %s mode, size %d, flip %s", "train" if is_train else "test",
                     self.image_size, self.flip)
 
@@ -114,24 +146,37 @@ class ReferringDatasetMapper:
             "image_size": _cfg(cfg, "INPUT.IMAGE_SIZE"),
             "image_format": cfg.INPUT.FORMAT,
             "flip": _cfg(cfg, "INPUT.REFERRING_FLIP"),
+            **{k2: v for k, v in image_reader_kwargs(cfg).items()
+               for k2 in [{"max_pixels": "max_image_pixels", "apply_exif": "apply_exif"}[k]]},
         }
 
-    def _read_image(self, file_name: str) -> np.ndarray:
-        try:
-            return utils.read_image(file_name, format=self.image_format)
-        except FileNotFoundError:
-            raise
-        except Exception as e:  # PIL raises several types for truncated / corrupt files
-            raise OSError(f"Cannot read image {file_name}: {type(e).__name__}: {e}") from e
+    def _read_image(self, dataset_dict: Dict) -> np.ndarray:
+        expected = None
+        if "height" in dataset_dict and "width" in dataset_dict:
+            expected = (dataset_dict["height"], dataset_dict["width"])
+        image = read_image_checked(dataset_dict["file_name"], self.image_format,
+                                   expected_size=expected, **self.reader_kwargs)
+        if image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f"INPUT.FORMAT={self.image_format!r} gives {image.shape[-1:]} channels; "
+                             "the referring mapper needs a 3-channel format (RGB or BGR)")
+        return image
 
     def __call__(self, dataset_dict: Dict) -> Dict:
         dataset_dict = copy.copy(dataset_dict)
-        file_name = dataset_dict["file_name"]
+        file_name = dataset_dict.get("file_name")
+        if not file_name:
+            raise BadRecordError(None, "missing_field", f"record without 'file_name' (keys {sorted(dataset_dict)})")
         sentence = dataset_dict.get("sentence")
-        if not isinstance(sentence, str) or not sentence.strip():
-            raise ValueError(f"Record of {file_name} has no 'sentence' string (got {sentence!r})")
-        image = self._read_image(file_name)
-        utils.check_image_size(dataset_dict, image)
+        try:
+            check_sentence(sentence)
+        except (TypeError, ValueError) as e:
+            raise BadRecordError(file_name, "bad_sentence", f"sentence {sentence!r}: {e}") from e
+        if self.is_train and not dataset_dict.get("annotations"):
+            raise BadRecordError(file_name, "missing_field",
+                                 "training record without 'annotations' (the referred object's mask)")
+        image = self._read_image(dataset_dict)
+        dataset_dict.setdefault("height", image.shape[0])
+        dataset_dict.setdefault("width", image.shape[1])
         h, w = image.shape[:2]
         annotations = dataset_dict.pop("annotations", None)
         mask = annotations_to_mask(annotations, h, w, file_name) if annotations is not None else None

@@ -1,0 +1,7 @@
+"""Plain-ViT segmentation for detectron2: Segmenter (semantic) and ReSTR (referring).
+
+Importing this package registers its backbone, heads, meta-architectures and datasets.
+"""
+from . import data  # noqa: F401  (registers datasets)
+from . import modeling  # noqa: F401  (registers models)
+from .config import add_restr_config, add_segmenter_config, add_vit_config  # noqa: F401

@@ -1,0 +1,99 @@
+"""``ReferringPredictor``: one image + referring expression(s) -> mask(s), like detectron2's
+``DefaultPredictor`` for referring models (ReSTR)."""
+import logging
+from typing import Dict, List, Sequence, Union
+
+import numpy as np
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.data import transforms as T
+from detectron2.modeling import build_model
+from PIL import Image
+
+from ..modeling.restr.resize import resize_and_pad, resized_shape
+
+__all__ = ["ReferringPredictor"]
+
+logger = logging.getLogger(__name__)
+
+
+class ReferringPredictor:
+    """Builds ``cfg.MODEL.META_ARCHITECTURE`` (e.g. "ReSTR") in eval mode, loads
+    ``cfg.MODEL.WEIGHTS`` and segments the object a sentence refers to.
+
+    ``predictor(image_bgr, "the man on the left")`` ->
+    ``{"mask": (H, W) bool, "prob": (H, W) float32, "score": float}`` (torch tensors on the
+    model's device, at the original resolution). Passing a list of sentences returns a list of
+    such dicts, computed in one batch for the same image.
+
+    Preprocessing follows ``MODEL.RESTR.TEST.PAD_LAYOUT``: "bottom_right" resizes the long side
+    to ``INPUT.IMAGE_SIZE`` like the referring mapper (PIL bilinear on uint8) and pads with
+    black; "center" reproduces the official evaluation (float bilinear resize without antialias,
+    centred, padded with the pixel mean, i.e. 0 after normalisation). Bad sentences (empty,
+    whitespace, no word at all) raise ``ValueError`` (see ``modeling/language/tokenizer.py``).
+    """
+
+    def __init__(self, cfg):
+        self.cfg = cfg.clone()
+        self.model = build_model(self.cfg)
+        self.model.eval()
+        if cfg.MODEL.WEIGHTS:
+            DetectionCheckpointer(self.model).load(cfg.MODEL.WEIGHTS)
+        else:
+            logger.warning("ReferringPredictor: MODEL.WEIGHTS is empty, using random weights")
+        self.input_format = cfg.INPUT.FORMAT
+        if self.input_format not in ("RGB", "BGR"):
+            raise ValueError(f"INPUT.FORMAT must be RGB or BGR, got {self.input_format!r}")
+        self.image_size = int(cfg.INPUT.IMAGE_SIZE)
+        self.pad_layout = cfg.MODEL.RESTR.TEST.PAD_LAYOUT
+        self.mask_threshold = float(cfg.MODEL.RESTR.TEST.MASK_THRESHOLD)
+        self.pixel_mean = [float(v) for v in cfg.MODEL.PIXEL_MEAN]
+
+    def _preprocess(self, image_bgr: np.ndarray) -> Dict:
+        if not isinstance(image_bgr, np.ndarray) or image_bgr.ndim != 3 or image_bgr.shape[2] != 3:
+            raise ValueError(
+                "image must be an (H, W, 3) numpy array in BGR order (as cv2.imread returns), got "
+                f"{type(image_bgr).__name__} {getattr(image_bgr, 'shape', None)}"
+            )
+        if image_bgr.dtype != np.uint8:
+            raise ValueError(f"image must be uint8 (0..255), got {image_bgr.dtype}")
+        H, W = image_bgr.shape[:2]
+        if H == 0 or W == 0:
+            raise ValueError(f"empty image of size {H}x{W}")
+        image = image_bgr[:, :, ::-1] if self.input_format == "RGB" else image_bgr
+        S = self.image_size
+        if self.pad_layout == "center":
+            t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float()[None]
+            mean = torch.tensor(self.pixel_mean).view(1, -1, 1, 1)
+            padded, (_, _, h, w) = resize_and_pad(t - mean, S, "center", 0.0)
+            tensor = (padded + mean)[0]
+        else:
+            # the referring mapper's resize: long side to S, PIL bilinear, black bottom/right pad
+            h, w = resized_shape(H, W, S)
+            h, w = max(1, h), max(1, w)
+            resized = T.ResizeTransform(H, W, h, w, Image.BILINEAR).apply_image(np.ascontiguousarray(image))
+            padded = np.zeros((S, S, 3), dtype=np.uint8)
+            padded[:h, :w] = resized
+            tensor = torch.from_numpy(np.ascontiguousarray(padded.transpose(2, 0, 1)))
+        return {"image": tensor, "height": H, "width": W, "resized_size": (h, w)}
+
+    def __call__(
+        self, image_bgr: np.ndarray, sentences: Union[str, Sequence[str]]
+    ) -> Union[Dict, List[Dict]]:
+        single = isinstance(sentences, str)
+        sentence_list = [sentences] if single else list(sentences)
+        if not sentence_list:
+            raise ValueError("no sentence given: pass a str or a non-empty list of str")
+        base = self._preprocess(image_bgr)
+        inputs = [dict(base, sentence=s) for s in sentence_list]
+        with torch.no_grad():
+            outputs = self.model(inputs)
+        results = [
+            {
+                "mask": o["ref_seg"] > self.mask_threshold,
+                "prob": o["ref_seg"],
+                "score": float(o["ref_score"]),
+            }
+            for o in outputs
+        ]
+        return results[0] if single else results

@@ -1,0 +1,1 @@
+from . import backbone, language, restr, segmenter  # noqa: F401  (registration)

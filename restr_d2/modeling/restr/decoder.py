@@ -1,0 +1,52 @@
+"""ReSTR coarse-to-fine decoder: patch-level multimodal features -> pixel logits."""
+import torch
+from torch import nn
+
+from ..language.blocks import init_official_weights
+
+__all__ = ["UpsampleBlock", "CoarseToFineDecoder"]
+
+
+class UpsampleBlock(nn.Module):
+    """(B, C_in, h, w) -> (B, C_out, 2h, 2w): bilinear x2 (align_corners=True) -> 1x1 conv
+    (no bias) -> LeakyReLU(0.01). Keys ``up.1.weight`` as the official ``uplinearBlock``."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.up = nn.Sequential(
+            nn.Upsample(scale_factor=2, mode="bilinear", align_corners=True),
+            nn.Conv2d(in_channels, out_channels, kernel_size=1, bias=False),
+            nn.LeakyReLU(0.01),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.up(x)
+
+
+class CoarseToFineDecoder(nn.ModuleList):
+    """(B, 2D, h, w) -> (B, 1, h * 2^n, w * 2^n) pixel logits.
+
+    ``num_upsample`` (n) blocks, block i mapping ``2D / 2^i`` -> ``D / 2^i`` channels, then a 1x1
+    conv (no bias) to one channel. With n = log2(patch size) the output is at input resolution.
+    A ModuleList so that the keys are ``decoder.{i}.up.1.weight`` and ``decoder.{n}.weight``,
+    the official layout inside ``fusion_module``.
+    """
+
+    def __init__(self, dim: int, num_upsample: int = 4):
+        if num_upsample < 1:
+            raise ValueError(f"num_upsample must be >= 1, got {num_upsample}")
+        if dim % 2 ** (num_upsample - 1):
+            raise ValueError(
+                f"fusion width {dim} must be divisible by 2^(num_upsample-1) = "
+                f"{2 ** (num_upsample - 1)}: each upsampling block halves the channels"
+            )
+        blocks = [UpsampleBlock(2 * dim // 2**i, dim // 2**i) for i in range(num_upsample)]
+        blocks.append(nn.Conv2d(dim // 2 ** (num_upsample - 1), 1, kernel_size=1, bias=False))
+        super().__init__(blocks)
+        self.num_upsample = num_upsample
+        self.apply(init_official_weights)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self:
+            x = layer(x)
+        return x
