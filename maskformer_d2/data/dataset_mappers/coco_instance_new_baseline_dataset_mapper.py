@@ -84,7 +84,7 @@ class COCOInstanceNewBaselineDatasetMapper:
             h, w = image_shape
             if isinstance(instances.gt_masks, PolygonMasks):
                 masks = [
-                    torch.from_numpy(segmentation_to_mask(p, h, w).astype(bool))
+                    torch.from_numpy(np.ascontiguousarray(segmentation_to_mask(p, h, w), dtype=bool))
                     for p in instances.gt_masks.polygons
                 ]
                 instances.gt_masks = (

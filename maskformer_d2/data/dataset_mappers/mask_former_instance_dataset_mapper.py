@@ -19,15 +19,20 @@ __all__ = ["MaskFormerInstanceDatasetMapper", "segmentation_to_mask"]
 
 
 def segmentation_to_mask(segm, height, width):
-    """Polygons / COCO RLE / (H, W) array -> (H, W) uint8 mask."""
+    """Polygons / COCO RLE / (H, W) array -> (H, W) C-contiguous uint8 mask.
+
+    ``transform_instance_annotations`` turns RLE into an array and a flip makes that array a
+    negative-stride view, which ``torch.from_numpy`` rejects: the result is always a copy in
+    C order.
+    """
     if isinstance(segm, list):
-        return polygons_to_bitmask(segm, height, width).astype(np.uint8)
+        return np.ascontiguousarray(polygons_to_bitmask(segm, height, width), dtype=np.uint8)
     if isinstance(segm, dict):
-        return mask_util.decode(segm)
+        return np.ascontiguousarray(mask_util.decode(segm), dtype=np.uint8)
     if isinstance(segm, np.ndarray):
         if segm.ndim != 2:
             raise ValueError(f"A mask 'segmentation' must be 2-D (H, W), got shape {segm.shape}")
-        return segm
+        return np.ascontiguousarray(segm, dtype=np.uint8)
     raise ValueError(
         f"Cannot convert a 'segmentation' of type {type(segm).__name__} to a mask; use polygons "
         "(list of lists), COCO RLE (dict) or an (H, W) numpy array"
@@ -92,7 +97,10 @@ class MaskFormerInstanceDatasetMapper:
             if "segmentation" not in obj:
                 raise ValueError(f"An annotation of {dataset_dict['file_name']!r} has no 'segmentation'")
             annos.append(utils.transform_instance_annotations(obj, transforms, (h, w)))
-        masks = [torch.from_numpy(segmentation_to_mask(a["segmentation"], h, w)) for a in annos]
+        masks = [
+            torch.from_numpy(np.ascontiguousarray(segmentation_to_mask(a["segmentation"], h, w)))
+            for a in annos
+        ]
 
         image = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
         if self.size_divisibility > 0:

@@ -1,0 +1,8 @@
+"""MaskFormer and Mask2Former for detectron2.
+
+Importing this package registers its backbones, heads, pixel decoders, transformer decoders,
+meta-architecture and datasets with detectron2.
+"""
+from . import data  # noqa: F401  (registers datasets)
+from . import modeling  # noqa: F401  (registers models)
+from .config import add_maskformer2_config, add_mask_former_config  # noqa: F401

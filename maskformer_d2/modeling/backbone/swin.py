@@ -1,0 +1,351 @@
+"""Swin Transformer backbone for detectron2 (``D2SwinTransformer``), with the state-dict layout of
+the official MaskFormer / Mask2Former checkpoints (``patch_embed``, ``layers.{i}.blocks.{j}``,
+``layers.{i}.downsample``, ``norm{i}``)."""
+from typing import Dict, List, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+import torch.utils.checkpoint as checkpoint
+from detectron2.config import configurable
+from detectron2.layers import ShapeSpec
+from detectron2.modeling import BACKBONE_REGISTRY, Backbone
+from timm.layers import DropPath, trunc_normal_
+from torch import nn
+
+__all__ = ["SwinTransformer", "D2SwinTransformer"]
+
+
+class Mlp(nn.Module):
+    """fc1 -> GELU -> dropout -> fc2 -> dropout. (..., C) -> (..., C)."""
+
+    def __init__(self, in_features: int, hidden_features: int, drop: float = 0.0):
+        super().__init__()
+        self.fc1 = nn.Linear(in_features, hidden_features)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden_features, in_features)
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x):
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+
+
+def window_partition(x: torch.Tensor, ws: int) -> torch.Tensor:
+    """(B, H, W, C) with H, W multiples of ws -> (B * nW, ws, ws, C)."""
+    b, h, w, c = x.shape
+    x = x.view(b, h // ws, ws, w // ws, ws, c)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, ws, ws, c)
+
+
+def window_reverse(windows: torch.Tensor, ws: int, h: int, w: int) -> torch.Tensor:
+    """(B * nW, ws, ws, C) -> (B, H, W, C)."""
+    b = windows.shape[0] // ((h // ws) * (w // ws))
+    x = windows.view(b, h // ws, w // ws, ws, ws, -1)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(b, h, w, -1)
+
+
+def relative_position_index(ws: int) -> torch.Tensor:
+    """(ws*ws, ws*ws) index into the (2ws-1)^2 relative-position bias table."""
+    coords = torch.stack(torch.meshgrid(torch.arange(ws), torch.arange(ws), indexing="ij")).flatten(1)
+    rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + (ws - 1)  # (N, N, 2), >= 0
+    return rel[:, :, 0] * (2 * ws - 1) + rel[:, :, 1]
+
+
+class WindowAttention(nn.Module):
+    """Multi-head self-attention inside a window with a learned relative-position bias.
+
+    x (B * nW, N, C), N = ws*ws; mask (nW, N, N) additive (0 / -100) or None.
+    """
+
+    def __init__(self, dim: int, window_size: int, num_heads: int, qkv_bias: bool = True,
+                 qk_scale: Optional[float] = None, attn_drop: float = 0.0, proj_drop: float = 0.0):
+        super().__init__()
+        self.dim = dim
+        self.window_size = window_size
+        self.num_heads = num_heads
+        head_dim = dim // num_heads
+        self.scale = qk_scale or head_dim ** -0.5
+        self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window_size - 1) ** 2, num_heads))
+        # Persistent: official checkpoints store it.
+        self.register_buffer("relative_position_index", relative_position_index(window_size))
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.attn_drop = attn_drop
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+        trunc_normal_(self.relative_position_bias_table, std=0.02)
+
+    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        b_, n, c = x.shape
+        qkv = self.qkv(x).reshape(b_, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)  # each (B*nW, heads, N, head_dim)
+        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
+        bias = bias.view(n, n, -1).permute(2, 0, 1)  # (heads, N, N)
+        if mask is not None:
+            # Windows are ordered image by image: view as (B, nW, ...) and broadcast the
+            # per-window mask instead of repeating it for every image.
+            nw = mask.shape[0]
+            q, k, v = (t.view(b_ // nw, nw, self.num_heads, n, -1) for t in (q, k, v))
+            bias = bias.unsqueeze(0) + mask.unsqueeze(1)  # (nW, heads, N, N)
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=bias.to(q.dtype), dropout_p=self.attn_drop if self.training else 0.0,
+            scale=self.scale,
+        )
+        out = out.reshape(b_, self.num_heads, n, -1)
+        return self.proj_drop(self.proj(out.transpose(1, 2).reshape(b_, n, c)))
+
+
+class SwinTransformerBlock(nn.Module):
+    """(Shifted-)window attention + MLP, pre-norm with residuals. x (B, H*W, C) -> (B, H*W, C);
+    feature maps are zero-padded to multiples of the window size and cropped back."""
+
+    def __init__(self, dim: int, num_heads: int, window_size: int = 7, shift_size: int = 0,
+                 mlp_ratio: float = 4.0, qkv_bias: bool = True, qk_scale: Optional[float] = None,
+                 drop: float = 0.0, attn_drop: float = 0.0, drop_path: float = 0.0):
+        super().__init__()
+        if not 0 <= shift_size < window_size:
+            raise ValueError(f"shift_size must be in [0, window_size); got {shift_size} for {window_size}.")
+        self.dim = dim
+        self.num_heads = num_heads
+        self.window_size = window_size
+        self.shift_size = shift_size
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = WindowAttention(dim, window_size, num_heads, qkv_bias, qk_scale, attn_drop, drop)
+        self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop)
+
+    def forward(self, x: torch.Tensor, hw, attn_mask: Optional[torch.Tensor]) -> torch.Tensor:
+        h, w = hw
+        b, length, c = x.shape
+        if length != h * w:
+            raise ValueError(f"Swin block got {length} tokens for a {h}x{w} map.")
+        ws = self.window_size
+        shortcut = x
+        x = self.norm1(x).view(b, h, w, c)
+        pad_r, pad_b = (ws - w % ws) % ws, (ws - h % ws) % ws
+        x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
+        hp, wp = x.shape[1], x.shape[2]
+        if self.shift_size > 0:
+            x = torch.roll(x, shifts=(-self.shift_size, -self.shift_size), dims=(1, 2))
+        else:
+            attn_mask = None
+        windows = window_partition(x, ws).view(-1, ws * ws, c)
+        windows = self.attn(windows, mask=attn_mask).view(-1, ws, ws, c)
+        x = window_reverse(windows, ws, hp, wp)
+        if self.shift_size > 0:
+            x = torch.roll(x, shifts=(self.shift_size, self.shift_size), dims=(1, 2))
+        x = x[:, :h, :w, :].reshape(b, h * w, c)
+        x = shortcut + self.drop_path(x)
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class PatchMerging(nn.Module):
+    """2x2 neighbourhood concat + LayerNorm + linear 4C -> 2C. (B, H*W, C) -> (B, ceil(H/2)*ceil(W/2), 2C)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.dim = dim
+        self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
+        self.norm = nn.LayerNorm(4 * dim)
+
+    def forward(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        b, _, c = x.shape
+        x = x.view(b, h, w, c)
+        if h % 2 or w % 2:
+            x = F.pad(x, (0, 0, 0, w % 2, 0, h % 2))
+        # Channel order (y, x): (0,0), (1,0), (0,1), (1,1), as in the official checkpoints.
+        x = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], -1)
+        return self.reduction(self.norm(x.view(b, -1, 4 * c)))
+
+
+def shifted_window_mask(hp: int, wp: int, ws: int, shift: int, device) -> torch.Tensor:
+    """Additive mask (nW, ws*ws, ws*ws) that keeps the shifted windows from mixing regions that are
+    not adjacent in the image (0 inside a region, -100 across regions)."""
+    img = torch.zeros((1, hp, wp, 1), device=device)
+    cnt = 0
+    for hs in (slice(0, -ws), slice(-ws, -shift), slice(-shift, None)):
+        for wsl in (slice(0, -ws), slice(-ws, -shift), slice(-shift, None)):
+            img[:, hs, wsl, :] = cnt
+            cnt += 1
+    win = window_partition(img, ws).view(-1, ws * ws)
+    diff = win.unsqueeze(1) - win.unsqueeze(2)
+    return diff.masked_fill(diff != 0, -100.0).masked_fill(diff == 0, 0.0)
+
+
+class BasicLayer(nn.Module):
+    """One Swin stage: ``depth`` blocks alternating regular / shifted windows, then optional
+    patch merging. Returns (stage output, H, W, next-stage input, H', W')."""
+
+    def __init__(self, dim: int, depth: int, num_heads: int, window_size: int = 7, mlp_ratio: float = 4.0,
+                 qkv_bias: bool = True, qk_scale: Optional[float] = None, drop: float = 0.0,
+                 attn_drop: float = 0.0, drop_path: Sequence[float] = (), downsample: bool = False,
+                 use_checkpoint: bool = False):
+        super().__init__()
+        self.window_size = window_size
+        self.shift_size = window_size // 2
+        self.depth = depth
+        self.use_checkpoint = use_checkpoint
+        self.blocks = nn.ModuleList([
+            SwinTransformerBlock(dim, num_heads, window_size, 0 if i % 2 == 0 else window_size // 2,
+                                 mlp_ratio, qkv_bias, qk_scale, drop, attn_drop, drop_path[i])
+            for i in range(depth)
+        ])
+        self.downsample = PatchMerging(dim) if downsample else None
+
+    def forward(self, x: torch.Tensor, h: int, w: int):
+        ws = self.window_size
+        hp, wp = -(-h // ws) * ws, -(-w // ws) * ws
+        attn_mask = shifted_window_mask(hp, wp, ws, self.shift_size, x.device)
+        for blk in self.blocks:
+            if self.use_checkpoint and self.training:
+                x = checkpoint.checkpoint(blk, x, (h, w), attn_mask, use_reentrant=False)
+            else:
+                x = blk(x, (h, w), attn_mask)
+        if self.downsample is None:
+            return x, h, w, x, h, w
+        return x, h, w, self.downsample(x, h, w), (h + 1) // 2, (w + 1) // 2
+
+
+class PatchEmbed(nn.Module):
+    """Non-overlapping patch_size x patch_size conv (input zero-padded to a multiple), optional
+    LayerNorm. (B, 3, H, W) -> (B, C, ceil(H/p), ceil(W/p))."""
+
+    def __init__(self, patch_size: int = 4, in_chans: int = 3, embed_dim: int = 96, patch_norm: bool = True):
+        super().__init__()
+        self.patch_size = patch_size
+        self.embed_dim = embed_dim
+        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
+        self.norm = nn.LayerNorm(embed_dim) if patch_norm else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = self.patch_size
+        h, w = x.shape[-2:]
+        x = F.pad(x, (0, (p - w % p) % p, 0, (p - h % p) % p))
+        x = self.proj(x)
+        if self.norm is not None:
+            hh, ww = x.shape[-2:]
+            x = self.norm(x.flatten(2).transpose(1, 2)).transpose(1, 2).reshape(-1, self.embed_dim, hh, ww)
+        return x
+
+
+class SwinTransformer(nn.Module):
+    """Swin Transformer (Liu et al. 2021) feature extractor.
+
+    (B, 3, H, W) -> {"res2": (B, C, H/4, W/4), "res3": (B, 2C, H/8, W/8), "res4": (B, 4C, H/16, W/16),
+    "res5": (B, 8C, H/32, W/32)} (sizes rounded up), each after its own LayerNorm ``norm{i}``.
+    """
+
+    def __init__(self, pretrain_img_size: int = 224, patch_size: int = 4, in_chans: int = 3,
+                 embed_dim: int = 96, depths: Sequence[int] = (2, 2, 6, 2),
+                 num_heads: Sequence[int] = (3, 6, 12, 24), window_size: int = 7, mlp_ratio: float = 4.0,
+                 qkv_bias: bool = True, qk_scale: Optional[float] = None, drop_rate: float = 0.0,
+                 attn_drop_rate: float = 0.0, drop_path_rate: float = 0.2, ape: bool = False,
+                 patch_norm: bool = True, out_indices: Sequence[int] = (0, 1, 2, 3),
+                 use_checkpoint: bool = False):
+        super().__init__()
+        if len(depths) != len(num_heads):
+            raise ValueError(f"depths {list(depths)} and num_heads {list(num_heads)} differ in length.")
+        self.pretrain_img_size = pretrain_img_size
+        self.num_layers = len(depths)
+        self.embed_dim = embed_dim
+        self.ape = ape
+        self.patch_norm = patch_norm
+        self.out_indices = tuple(out_indices)
+
+        self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim, patch_norm)
+        if ape:
+            grid = pretrain_img_size // patch_size
+            self.absolute_pos_embed = nn.Parameter(torch.zeros(1, embed_dim, grid, grid))
+            trunc_normal_(self.absolute_pos_embed, std=0.02)
+        self.pos_drop = nn.Dropout(p=drop_rate)
+
+        # Stochastic depth grows linearly over all blocks.
+        dpr = [x.item() for x in torch.linspace(0, drop_path_rate, sum(depths))]
+        self.layers = nn.ModuleList()
+        for i in range(self.num_layers):
+            self.layers.append(BasicLayer(
+                dim=int(embed_dim * 2 ** i), depth=depths[i], num_heads=num_heads[i],
+                window_size=window_size, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, qk_scale=qk_scale,
+                drop=drop_rate, attn_drop=attn_drop_rate,
+                drop_path=dpr[sum(depths[:i]): sum(depths[: i + 1])],
+                downsample=i < self.num_layers - 1, use_checkpoint=use_checkpoint,
+            ))
+        self.num_features = [int(embed_dim * 2 ** i) for i in range(self.num_layers)]
+        for i in self.out_indices:
+            self.add_module(f"norm{i}", nn.LayerNorm(self.num_features[i]))
+
+    def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+        x = self.patch_embed(x)
+        wh, ww = x.shape[2], x.shape[3]
+        if self.ape:
+            pos = F.interpolate(self.absolute_pos_embed, size=(wh, ww), mode="bicubic")
+            x = x + pos
+        x = self.pos_drop(x.flatten(2).transpose(1, 2))
+        outs = {}
+        for i, layer in enumerate(self.layers):
+            x_out, h, w, x, wh, ww = layer(x, wh, ww)
+            if i in self.out_indices:
+                x_out = getattr(self, f"norm{i}")(x_out)
+                outs[f"res{i + 2}"] = x_out.view(-1, h, w, self.num_features[i]).permute(0, 3, 1, 2).contiguous()
+        return outs
+
+
+@BACKBONE_REGISTRY.register()
+class D2SwinTransformer(SwinTransformer, Backbone):
+    """``SwinTransformer`` as a detectron2 ``Backbone`` built from ``cfg.MODEL.SWIN``.
+
+    Outputs ``out_features`` among res2..res5 with strides 4, 8, 16, 32 and channels
+    ``EMBED_DIM * (1, 2, 4, 8)``. Any input size works (maps are padded internally);
+    ``size_divisibility`` is 32.
+    """
+
+    @configurable
+    def __init__(self, *, out_features: List[str], **kwargs):
+        super().__init__(**kwargs)
+        strides = {"res2": 4, "res3": 8, "res4": 16, "res5": 32}
+        bad = [f for f in out_features if f not in strides]
+        if bad:
+            raise ValueError(f"MODEL.SWIN.OUT_FEATURES has unknown names {bad}; use res2..res5.")
+        self._out_features = list(out_features)
+        self._out_feature_strides = dict(strides)
+        self._out_feature_channels = {f"res{i + 2}": c for i, c in enumerate(self.num_features)}
+
+    @classmethod
+    def from_config(cls, cfg, input_shape: Optional[ShapeSpec] = None):
+        s = cfg.MODEL.SWIN
+        in_chans = input_shape.channels if input_shape is not None and input_shape.channels else 3
+        return {
+            "pretrain_img_size": s.PRETRAIN_IMG_SIZE,
+            "patch_size": s.PATCH_SIZE,
+            "in_chans": in_chans,
+            "embed_dim": s.EMBED_DIM,
+            "depths": list(s.DEPTHS),
+            "num_heads": list(s.NUM_HEADS),
+            "window_size": s.WINDOW_SIZE,
+            "mlp_ratio": s.MLP_RATIO,
+            "qkv_bias": s.QKV_BIAS,
+            "qk_scale": s.QK_SCALE,
+            "drop_rate": s.DROP_RATE,
+            "attn_drop_rate": s.ATTN_DROP_RATE,
+            "drop_path_rate": s.DROP_PATH_RATE,
+            "ape": s.APE,
+            "patch_norm": s.PATCH_NORM,
+            "use_checkpoint": s.USE_CHECKPOINT,
+            "out_features": list(s.OUT_FEATURES),
+        }
+
+    def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """x: (N, C, H, W) -> dict of the requested res2..res5 maps."""
+        if x.dim() != 4:
+            raise ValueError(f"D2SwinTransformer takes (N, C, H, W); got shape {tuple(x.shape)}.")
+        y = super().forward(x)
+        return {k: v for k, v in y.items() if k in self._out_features}
+
+    def output_shape(self) -> Dict[str, ShapeSpec]:
+        return {
+            name: ShapeSpec(channels=self._out_feature_channels[name], stride=self._out_feature_strides[name])
+            for name in self._out_features
+        }
+
+    @property
+    def size_divisibility(self) -> int:
+        return 32

@@ -1,0 +1,268 @@
+"""Mask2Former's pixel decoder: a multi-scale deformable-attention transformer encoder over the
+coarser backbone levels, plus FPN levels down to ``common_stride``."""
+import logging
+import math
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import fvcore.nn.weight_init as weight_init
+import torch
+import torch.nn.functional as F
+from detectron2.config import configurable
+from detectron2.layers import Conv2d, ShapeSpec
+from torch import nn
+
+from ...layers import MSDeformAttn, PositionEmbeddingSine, get_activation_fn
+from ...layers.transformer import clone_layers
+from .build import PIXEL_DECODER_REGISTRY
+from .fpn import lateral_conv, output_conv, sorted_shapes
+
+__all__ = [
+    "MSDeformAttnTransformerEncoderLayer",
+    "MSDeformAttnTransformerEncoder",
+    "MSDeformAttnTransformerEncoderOnly",
+    "MSDeformAttnPixelDecoder",
+]
+
+logger = logging.getLogger(__name__)
+
+
+class MSDeformAttnTransformerEncoderLayer(nn.Module):
+    """Deformable self-attention + FFN, post-norm. src/pos (B, S, C) -> (B, S, C)."""
+
+    def __init__(self, d_model: int = 256, d_ffn: int = 1024, dropout: float = 0.1,
+                 activation: str = "relu", n_levels: int = 4, n_heads: int = 8, n_points: int = 4,
+                 impl: str = "pytorch"):
+        super().__init__()
+        self.self_attn = MSDeformAttn(d_model, n_levels, n_heads, n_points, impl=impl)
+        self.dropout1 = nn.Dropout(dropout)
+        self.norm1 = nn.LayerNorm(d_model)
+        self.linear1 = nn.Linear(d_model, d_ffn)
+        self.activation = get_activation_fn(activation)
+        self.dropout2 = nn.Dropout(dropout)
+        self.linear2 = nn.Linear(d_ffn, d_model)
+        self.dropout3 = nn.Dropout(dropout)
+        self.norm2 = nn.LayerNorm(d_model)
+
+    def forward(self, src, pos, reference_points, spatial_shapes, level_start_index, padding_mask=None):
+        attn = self.self_attn(src + pos, reference_points, src, spatial_shapes, level_start_index, padding_mask)
+        src = self.norm1(src + self.dropout1(attn))
+        ffn = self.linear2(self.dropout2(self.activation(self.linear1(src))))
+        return self.norm2(src + self.dropout3(ffn))
+
+
+class MSDeformAttnTransformerEncoder(nn.Module):
+    def __init__(self, encoder_layer: nn.Module, num_layers: int):
+        super().__init__()
+        self.layers = clone_layers(encoder_layer, num_layers)
+        self.num_layers = num_layers
+
+    @staticmethod
+    def get_reference_points(spatial_shapes: Sequence[Tuple[int, int]], valid_ratios: torch.Tensor,
+                             device) -> torch.Tensor:
+        """Pixel centres of every level, normalised to the valid region.
+
+        valid_ratios: (B, L, 2) as (w, h) fractions. Returns (B, S, L, 2) in (x, y) order.
+        """
+        refs = []
+        for lvl, (h, w) in enumerate(spatial_shapes):
+            ref_y, ref_x = torch.meshgrid(
+                torch.linspace(0.5, h - 0.5, h, dtype=torch.float32, device=device),
+                torch.linspace(0.5, w - 0.5, w, dtype=torch.float32, device=device),
+                indexing="ij",
+            )
+            ref_y = ref_y.reshape(-1)[None] / (valid_ratios[:, None, lvl, 1] * h)
+            ref_x = ref_x.reshape(-1)[None] / (valid_ratios[:, None, lvl, 0] * w)
+            refs.append(torch.stack((ref_x, ref_y), -1))
+        reference_points = torch.cat(refs, 1)
+        return reference_points[:, :, None] * valid_ratios[:, None]
+
+    def forward(self, src, spatial_shapes, level_start_index, valid_ratios, pos=None, padding_mask=None):
+        reference_points = self.get_reference_points(spatial_shapes, valid_ratios, device=src.device)
+        out = src
+        for layer in self.layers:
+            out = layer(out, pos, reference_points, spatial_shapes, level_start_index, padding_mask)
+        return out
+
+
+class MSDeformAttnTransformerEncoderOnly(nn.Module):
+    """Deformable encoder over L maps: inputs lists of (B, C, H_l, W_l) maps and position
+    encodings; returns memory (B, S, C), spatial shapes [(H_l, W_l)] and level start indices (L,)."""
+
+    def __init__(self, d_model: int = 256, nhead: int = 8, num_encoder_layers: int = 6,
+                 dim_feedforward: int = 1024, dropout: float = 0.1, activation: str = "relu",
+                 num_feature_levels: int = 4, enc_n_points: int = 4, impl: str = "pytorch"):
+        super().__init__()
+        self.d_model = d_model
+        self.nhead = nhead
+        layer = MSDeformAttnTransformerEncoderLayer(d_model, dim_feedforward, dropout, activation,
+                                                    num_feature_levels, nhead, enc_n_points, impl=impl)
+        self.encoder = MSDeformAttnTransformerEncoder(layer, num_encoder_layers)
+        self.level_embed = nn.Parameter(torch.empty(num_feature_levels, d_model))
+        self._reset_parameters()
+
+    def _reset_parameters(self):
+        for p in self.parameters():
+            if p.dim() > 1:
+                nn.init.xavier_uniform_(p)
+        for m in self.modules():
+            if isinstance(m, MSDeformAttn):
+                m._reset_parameters()
+        nn.init.normal_(self.level_embed)
+
+    def forward(self, srcs: List[torch.Tensor], pos_embeds: List[torch.Tensor]):
+        # Padding is not masked (as in Mask2Former): every valid ratio is 1.
+        spatial_shapes = [(int(x.shape[2]), int(x.shape[3])) for x in srcs]
+        src_flat = torch.cat([x.flatten(2).transpose(1, 2) for x in srcs], 1)
+        pos_flat = torch.cat([
+            p.flatten(2).transpose(1, 2) + self.level_embed[lvl].view(1, 1, -1)
+            for lvl, p in enumerate(pos_embeds)
+        ], 1)
+        sizes = torch.tensor([h * w for h, w in spatial_shapes], device=src_flat.device)
+        level_start_index = torch.cat((sizes.new_zeros(1), sizes.cumsum(0)[:-1]))
+        valid_ratios = src_flat.new_ones(src_flat.shape[0], len(srcs), 2)
+        memory = self.encoder(src_flat, spatial_shapes, level_start_index, valid_ratios, pos_flat, None)
+        return memory, spatial_shapes, level_start_index
+
+
+@PIXEL_DECODER_REGISTRY.register()
+class MSDeformAttnPixelDecoder(nn.Module):
+    """Mask2Former pixel decoder.
+
+    The ``transformer_in_features`` (e.g. res3..res5) are projected (``input_proj``: 1x1 conv +
+    GroupNorm(32)), encoded jointly by a deformable-attention encoder, and the finer backbone
+    levels down to ``common_stride`` are added FPN-style (``adapter_i``/``layer_i``, bilinear
+    upsampling). ``mask_features`` is a 1x1 conv on the finest level.
+
+    Note: like the official code, the encoder takes its heads and dropout from the transformer
+    decoder settings (``MODEL.MASK_FORMER.NHEADS`` / ``DROPOUT``), uses an FFN of 1024 and 4
+    sampling points; ``DEFORMABLE_TRANSFORMER_ENCODER_N_POINTS/N_HEADS`` are not read.
+    """
+
+    @configurable
+    def __init__(
+        self,
+        input_shape: Dict[str, ShapeSpec],
+        *,
+        transformer_dropout: float,
+        transformer_nheads: int,
+        transformer_dim_feedforward: int,
+        transformer_enc_layers: int,
+        conv_dim: int,
+        mask_dim: int,
+        norm: Optional[Union[str, Callable]] = None,
+        transformer_in_features: List[str],
+        common_stride: int,
+        transformer_n_points: int = 4,
+        msdeformattn_impl: str = "pytorch",
+    ):
+        super().__init__()
+        missing = [f for f in transformer_in_features if f not in input_shape]
+        if missing:
+            raise ValueError(f"transformer_in_features {missing} are not among the input features "
+                             f"{sorted(input_shape)} (check DEFORMABLE_TRANSFORMER_ENCODER_IN_FEATURES "
+                             "and SEM_SEG_HEAD.IN_FEATURES).")
+        shapes = sorted_shapes(input_shape)
+        self.in_features = [k for k, _ in shapes]
+        self.feature_strides = [v.stride for _, v in shapes]
+        self.feature_channels = [v.channels for _, v in shapes]
+
+        t_shapes = [(k, v) for k, v in shapes if k in transformer_in_features]
+        self.transformer_in_features = [k for k, _ in t_shapes]
+        t_channels = [v.channels for _, v in t_shapes]
+        self.transformer_feature_strides = [v.stride for _, v in t_shapes]
+        self.transformer_num_feature_levels = len(t_shapes)
+
+        # One projection per encoder level, coarsest first (the order the encoder sees them).
+        self.input_proj = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(ch, conv_dim, kernel_size=1), nn.GroupNorm(32, conv_dim))
+            for ch in t_channels[::-1]
+        )
+        for proj in self.input_proj:
+            nn.init.xavier_uniform_(proj[0].weight, gain=1)
+            nn.init.zeros_(proj[0].bias)
+
+        logger.info(f"MSDeformAttnPixelDecoder: MSDeformAttn implementation = {msdeformattn_impl!r}")
+        self.transformer = MSDeformAttnTransformerEncoderOnly(
+            d_model=conv_dim, dropout=transformer_dropout, nhead=transformer_nheads,
+            dim_feedforward=transformer_dim_feedforward, num_encoder_layers=transformer_enc_layers,
+            num_feature_levels=self.transformer_num_feature_levels, enc_n_points=transformer_n_points,
+            impl=msdeformattn_impl,
+        )
+        self.pe_layer = PositionEmbeddingSine(conv_dim // 2, normalize=True)
+
+        self.mask_dim = mask_dim
+        self.mask_features = Conv2d(conv_dim, mask_dim, kernel_size=1, stride=1, padding=0)
+        weight_init.c2_xavier_fill(self.mask_features)
+
+        self.maskformer_num_feature_levels = 3  # the transformer decoder always reads 3 scales
+        self.common_stride = common_stride
+        self.num_fpn_levels = int(math.log2(min(self.transformer_feature_strides)) - math.log2(common_stride))
+        lateral, outputs = [], []
+        for idx, ch in enumerate(self.feature_channels[: self.num_fpn_levels]):
+            lat, out = lateral_conv(ch, conv_dim, norm), output_conv(conv_dim, conv_dim, norm)
+            self.add_module(f"adapter_{idx + 1}", lat)
+            self.add_module(f"layer_{idx + 1}", out)
+            lateral.append(lat)
+            outputs.append(out)
+        # Coarse-to-fine order for the top-down pass.
+        self.lateral_convs = lateral[::-1]
+        self.output_convs = outputs[::-1]
+
+    @classmethod
+    def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]):
+        head = cfg.MODEL.SEM_SEG_HEAD
+        return {
+            "input_shape": {k: v for k, v in input_shape.items() if k in head.IN_FEATURES},
+            "conv_dim": head.CONVS_DIM,
+            "mask_dim": head.MASK_DIM,
+            "norm": head.NORM,
+            "transformer_dropout": cfg.MODEL.MASK_FORMER.DROPOUT,
+            "transformer_nheads": cfg.MODEL.MASK_FORMER.NHEADS,
+            # Official Mask2Former hard-codes the deformable encoder's FFN to 1024.
+            "transformer_dim_feedforward": 1024,
+            "transformer_enc_layers": head.TRANSFORMER_ENC_LAYERS,
+            "transformer_in_features": head.DEFORMABLE_TRANSFORMER_ENCODER_IN_FEATURES,
+            "common_stride": head.COMMON_STRIDE,
+            "msdeformattn_impl": head.MSDEFORMATTN_IMPL,
+        }
+
+    def forward_features(self, features: Dict[str, torch.Tensor]):
+        """
+        Args:
+            features: backbone maps, e.g. res2 (B, C2, H/4, W/4) ... res5 (B, C5, H/32, W/32).
+
+        Returns:
+            mask_features (B, mask_dim, H/s, W/s), s = common_stride;
+            transformer_encoder_features: encoder output at the coarsest level (B, conv_dim, h, w);
+            multi_scale_features: 3 maps (B, conv_dim, h_i, w_i), coarse to fine.
+        """
+        device_type = next(iter(features.values())).device.type
+        # Deformable attention runs in float32 even under AMP, as in the official code.
+        with torch.autocast(device_type=device_type, enabled=False):
+            return self._forward_features_fp32(features)
+
+    def _forward_features_fp32(self, features):
+        srcs, pos = [], []
+        for idx, name in enumerate(self.transformer_in_features[::-1]):
+            x = features[name].float()
+            srcs.append(self.input_proj[idx](x))
+            pos.append(self.pe_layer(x))
+        memory, spatial_shapes, _ = self.transformer(srcs, pos)
+
+        b = memory.shape[0]
+        sizes = [h * w for h, w in spatial_shapes]
+        out = [
+            z.transpose(1, 2).reshape(b, -1, h, w)
+            for z, (h, w) in zip(memory.split(sizes, dim=1), spatial_shapes)
+        ]
+        for idx, name in enumerate(self.in_features[: self.num_fpn_levels][::-1]):
+            cur = self.lateral_convs[idx](features[name].float())
+            y = cur + F.interpolate(out[-1], size=cur.shape[-2:], mode="bilinear", align_corners=False)
+            out.append(self.output_convs[idx](y))
+
+        multi_scale_features = out[: self.maskformer_num_feature_levels]
+        return self.mask_features(out[-1]), out[0], multi_scale_features
+
+    def forward(self, features, targets=None):
+        logger.warning("Calling forward() of a pixel decoder; use forward_features().")
+        return self.forward_features(features)

@@ -1,0 +1,254 @@
+"""Mask2Former's masked-attention transformer decoder."""
+import logging
+from typing import Dict, List, Optional
+
+import fvcore.nn.weight_init as weight_init
+import torch
+import torch.nn.functional as F
+from detectron2.config import configurable
+from detectron2.layers import Conv2d
+from torch import nn
+
+from ...layers import MLP, MultiheadAttention, PositionEmbeddingSine, get_activation_fn
+from .build import TRANSFORMER_DECODER_REGISTRY
+
+__all__ = ["SelfAttentionLayer", "CrossAttentionLayer", "FFNLayer", "MultiScaleMaskedTransformerDecoder"]
+
+logger = logging.getLogger(__name__)
+
+
+def _xavier_(module: nn.Module):
+    for p in module.parameters():
+        if p.dim() > 1:
+            nn.init.xavier_uniform_(p)
+
+
+def _with_pos(x: torch.Tensor, pos: Optional[torch.Tensor]) -> torch.Tensor:
+    return x if pos is None else x + pos
+
+
+class SelfAttentionLayer(nn.Module):
+    """Residual self-attention over queries with LayerNorm (post- or pre-norm). (B, Q, C) -> (B, Q, C)."""
+
+    def __init__(self, d_model: int, nhead: int, dropout: float = 0.0, normalize_before: bool = False):
+        super().__init__()
+        self.self_attn = MultiheadAttention(d_model, nhead, dropout=dropout)
+        self.norm = nn.LayerNorm(d_model)
+        self.dropout = nn.Dropout(dropout)
+        self.normalize_before = normalize_before
+        _xavier_(self)
+
+    def forward(self, tgt, tgt_mask=None, tgt_key_padding_mask=None, query_pos=None):
+        if self.normalize_before:
+            x = self.norm(tgt)
+            q = k = _with_pos(x, query_pos)
+            return tgt + self.dropout(self.self_attn(q, k, x, tgt_mask, tgt_key_padding_mask))
+        q = k = _with_pos(tgt, query_pos)
+        return self.norm(tgt + self.dropout(self.self_attn(q, k, tgt, tgt_mask, tgt_key_padding_mask)))
+
+
+class CrossAttentionLayer(nn.Module):
+    """Residual cross-attention from queries (B, Q, C) to memory (B, L, C) with LayerNorm.
+
+    ``memory_mask``: bool, broadcastable to (B, heads, Q, L), True where attention is blocked.
+    """
+
+    def __init__(self, d_model: int, nhead: int, dropout: float = 0.0, normalize_before: bool = False):
+        super().__init__()
+        self.multihead_attn = MultiheadAttention(d_model, nhead, dropout=dropout)
+        self.norm = nn.LayerNorm(d_model)
+        self.dropout = nn.Dropout(dropout)
+        self.normalize_before = normalize_before
+        _xavier_(self)
+
+    def forward(self, tgt, memory, memory_mask=None, memory_key_padding_mask=None, pos=None, query_pos=None):
+        x = self.norm(tgt) if self.normalize_before else tgt
+        attn = self.multihead_attn(_with_pos(x, query_pos), _with_pos(memory, pos), memory,
+                                   memory_mask, memory_key_padding_mask)
+        tgt = tgt + self.dropout(attn)
+        return tgt if self.normalize_before else self.norm(tgt)
+
+
+class FFNLayer(nn.Module):
+    """Residual two-layer MLP with LayerNorm. (B, Q, C) -> (B, Q, C)."""
+
+    def __init__(self, d_model: int, dim_feedforward: int = 2048, dropout: float = 0.0,
+                 activation: str = "relu", normalize_before: bool = False):
+        super().__init__()
+        self.linear1 = nn.Linear(d_model, dim_feedforward)
+        self.dropout = nn.Dropout(dropout)
+        self.linear2 = nn.Linear(dim_feedforward, d_model)
+        self.norm = nn.LayerNorm(d_model)
+        self.activation = get_activation_fn(activation)
+        self.normalize_before = normalize_before
+        _xavier_(self)
+
+    def forward(self, tgt):
+        x = self.norm(tgt) if self.normalize_before else tgt
+        tgt = tgt + self.dropout(self.linear2(self.dropout(self.activation(self.linear1(x)))))
+        return tgt if self.normalize_before else self.norm(tgt)
+
+
+@TRANSFORMER_DECODER_REGISTRY.register()
+class MultiScaleMaskedTransformerDecoder(nn.Module):
+    """Mask2Former decoder.
+
+    Learnable query features (``query_feat``) and positions (``query_embed``) are refined by
+    ``dec_layers`` blocks of [masked cross-attention -> self-attention -> FFN]. Block i reads
+    ``x[i % 3]`` (3 multi-scale maps, coarse to fine) and may only attend to the pixels where the
+    previous prediction's mask, resized to that map, has sigmoid >= 0.5 (a query whose mask is
+    empty there attends everywhere). A prediction is made from the initial queries and after each
+    block: ``dec_layers + 1`` predictions, the last as ``pred_*``, the others in ``aux_outputs``.
+
+    Shapes: x[i] (B, C_in, H_i, W_i); mask_features (B, mask_dim, H, W) ->
+    pred_logits (B, Q, K+1), pred_masks (B, Q, H, W).
+    """
+
+    _version = 2
+
+    @configurable
+    def __init__(
+        self,
+        in_channels: int,
+        mask_classification: bool = True,
+        *,
+        num_classes: int,
+        hidden_dim: int,
+        num_queries: int,
+        nheads: int,
+        dim_feedforward: int,
+        dec_layers: int,
+        pre_norm: bool,
+        mask_dim: int,
+        enforce_input_project: bool,
+    ):
+        super().__init__()
+        if not mask_classification:
+            raise ValueError("MultiScaleMaskedTransformerDecoder only supports mask classification "
+                             "(mask_classification=True).")
+        self.mask_classification = mask_classification
+        self.pe_layer = PositionEmbeddingSine(hidden_dim // 2, normalize=True)
+        self.num_heads = nheads
+        self.num_layers = dec_layers
+        self.transformer_self_attention_layers = nn.ModuleList()
+        self.transformer_cross_attention_layers = nn.ModuleList()
+        self.transformer_ffn_layers = nn.ModuleList()
+        for _ in range(dec_layers):
+            self.transformer_self_attention_layers.append(
+                SelfAttentionLayer(hidden_dim, nheads, dropout=0.0, normalize_before=pre_norm))
+            self.transformer_cross_attention_layers.append(
+                CrossAttentionLayer(hidden_dim, nheads, dropout=0.0, normalize_before=pre_norm))
+            self.transformer_ffn_layers.append(
+                FFNLayer(hidden_dim, dim_feedforward=dim_feedforward, dropout=0.0, normalize_before=pre_norm))
+        self.decoder_norm = nn.LayerNorm(hidden_dim)
+
+        self.num_queries = num_queries
+        self.query_feat = nn.Embedding(num_queries, hidden_dim)
+        self.query_embed = nn.Embedding(num_queries, hidden_dim)
+
+        self.num_feature_levels = 3
+        self.level_embed = nn.Embedding(self.num_feature_levels, hidden_dim)
+        self.input_proj = nn.ModuleList()
+        for _ in range(self.num_feature_levels):
+            if in_channels != hidden_dim or enforce_input_project:
+                proj = Conv2d(in_channels, hidden_dim, kernel_size=1)
+                weight_init.c2_xavier_fill(proj)
+                self.input_proj.append(proj)
+            else:
+                self.input_proj.append(nn.Sequential())
+
+        self.class_embed = nn.Linear(hidden_dim, num_classes + 1)
+        self.mask_embed = MLP(hidden_dim, hidden_dim, mask_dim, 3)
+
+    @classmethod
+    def from_config(cls, cfg, in_channels, mask_classification):
+        mf = cfg.MODEL.MASK_FORMER
+        if mf.DEC_LAYERS < 1:
+            raise ValueError(f"MODEL.MASK_FORMER.DEC_LAYERS must be >= 1; got {mf.DEC_LAYERS}.")
+        return {
+            "in_channels": in_channels,
+            "mask_classification": mask_classification,
+            "num_classes": cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
+            "hidden_dim": mf.HIDDEN_DIM,
+            "num_queries": mf.NUM_OBJECT_QUERIES,
+            "nheads": mf.NHEADS,
+            "dim_feedforward": mf.DIM_FEEDFORWARD,
+            # DEC_LAYERS counts predictions (the learnable queries are supervised too), so there
+            # is one transformer block fewer, as in the official config convention.
+            "dec_layers": mf.DEC_LAYERS - 1,
+            "pre_norm": mf.PRE_NORM,
+            "enforce_input_project": mf.ENFORCE_INPUT_PROJ,
+            "mask_dim": cfg.MODEL.SEM_SEG_HEAD.MASK_DIM,
+        }
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        # Early Mask2Former checkpoints named the query features "static_query".
+        version = local_metadata.get("version", None)
+        if version is None or version < 2:
+            renamed = False
+            for k in [k for k in state_dict if k.startswith(prefix + "static_query")]:
+                state_dict[k.replace("static_query", "query_feat", 1)] = state_dict.pop(k)
+                renamed = True
+            if renamed:
+                logger.warning(f"{type(self).__name__}: renamed legacy 'static_query' weights to 'query_feat'.")
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+
+    def forward(self, x: List[torch.Tensor], mask_features: torch.Tensor, mask=None):
+        if len(x) != self.num_feature_levels:
+            raise ValueError(f"{type(self).__name__} needs {self.num_feature_levels} feature maps "
+                             f"(MODEL.MASK_FORMER.TRANSFORMER_IN_FEATURE='multi_scale_pixel_decoder'); got {len(x)}.")
+        # The padding mask is not used (as in the official code).
+        del mask
+        src, pos, sizes = [], [], []
+        for i in range(self.num_feature_levels):
+            sizes.append(x[i].shape[-2:])
+            pos.append(self.pe_layer(x[i], None).flatten(2).transpose(1, 2))
+            level = self.input_proj[i](x[i]).flatten(2) + self.level_embed.weight[i][None, :, None]
+            src.append(level.transpose(1, 2))  # (B, H_i*W_i, C)
+
+        bs = src[0].shape[0]
+        query_embed = self.query_embed.weight.unsqueeze(0).expand(bs, -1, -1)
+        output = self.query_feat.weight.unsqueeze(0).expand(bs, -1, -1)
+
+        predictions_class, predictions_mask = [], []
+        outputs_class, outputs_mask, attn_mask = self.forward_prediction_heads(output, mask_features, sizes[0])
+        predictions_class.append(outputs_class)
+        predictions_mask.append(outputs_mask)
+
+        for i in range(self.num_layers):
+            level = i % self.num_feature_levels
+            # A query whose mask is empty at this scale would attend to nothing: let it see everything.
+            attn_mask[attn_mask.all(-1)] = False
+            output = self.transformer_cross_attention_layers[i](
+                output, src[level], memory_mask=attn_mask, memory_key_padding_mask=None,
+                pos=pos[level], query_pos=query_embed,
+            )
+            output = self.transformer_self_attention_layers[i](output, query_pos=query_embed)
+            output = self.transformer_ffn_layers[i](output)
+            outputs_class, outputs_mask, attn_mask = self.forward_prediction_heads(
+                output, mask_features, sizes[(i + 1) % self.num_feature_levels])
+            predictions_class.append(outputs_class)
+            predictions_mask.append(outputs_mask)
+
+        return {
+            "pred_logits": predictions_class[-1],
+            "pred_masks": predictions_mask[-1],
+            "aux_outputs": self._set_aux_loss(predictions_class, predictions_mask),
+        }
+
+    def forward_prediction_heads(self, output: torch.Tensor, mask_features: torch.Tensor, attn_mask_target_size):
+        """output (B, Q, C) -> class logits (B, Q, K+1), mask logits (B, Q, H, W) and the next
+        attention mask, bool (B, 1, Q, h*w) at ``attn_mask_target_size`` (True = blocked)."""
+        decoder_output = self.decoder_norm(output)
+        outputs_class = self.class_embed(decoder_output)
+        outputs_mask = torch.einsum("bqc,bchw->bqhw", self.mask_embed(decoder_output), mask_features)
+        attn_mask = F.interpolate(outputs_mask, size=attn_mask_target_size, mode="bilinear", align_corners=False)
+        # Same for every head: one (B, 1, Q, HW) mask broadcast over heads.
+        attn_mask = (attn_mask.sigmoid().flatten(2).unsqueeze(1) < 0.5).detach()
+        return outputs_class, outputs_mask, attn_mask
+
+    @staticmethod
+    def _set_aux_loss(outputs_class, outputs_masks) -> List[Dict[str, torch.Tensor]]:
+        return [{"pred_logits": a, "pred_masks": b} for a, b in zip(outputs_class[:-1], outputs_masks[:-1])]

@@ -1,0 +1,83 @@
+"""D2SwinTransformer: official checkpoint layout, output strides/channels, window attention math."""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from detectron2.config import get_cfg
+from detectron2.modeling import build_backbone
+from detectron2.projects.deeplab import add_deeplab_config
+
+from maskformer_d2 import add_maskformer2_config
+from maskformer_d2.modeling.backbone.swin import WindowAttention, shifted_window_mask
+
+REPO = Path(__file__).resolve().parents[2]
+SWIN_T = REPO / "configs/mask2former/coco/panoptic-segmentation/swin/maskformer2_swin_tiny_bs16_50ep.yaml"
+KEYS = REPO / "tests/fixtures/keys/m2f_coco_panoptic_swin_tiny.json"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def single_thread():
+    # Two intra-op threads spin-wait badly on the shared 2-core machine; results are unaffected.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def swin_t(single_thread):
+    cfg = get_cfg()
+    add_deeplab_config(cfg)
+    add_maskformer2_config(cfg)
+    cfg.merge_from_file(str(SWIN_T))
+    cfg.MODEL.DEVICE = "cpu"
+    torch.manual_seed(0)
+    return build_backbone(cfg).eval()
+
+
+def test_state_dict_equals_official_checkpoint_layout(swin_t):
+    official = json.loads(KEYS.read_text())
+    expected = [(k[len("backbone."):], v) for k, v in official.items() if k.startswith("backbone.")]
+    got = [(k, list(v.shape)) for k, v in swin_t.state_dict().items()]
+    assert len(expected) == 189
+    assert got == expected
+    # The relative-position index is a persistent buffer with the official values.
+    idx = swin_t.state_dict()["layers.0.blocks.0.attn.relative_position_index"]
+    assert idx.dtype == torch.int64 and idx.min().item() == 0 and idx.max().item() == 168
+    assert idx[0, 0].item() == 84 and idx[0, 48].item() == 0 and idx[48, 0].item() == 168
+
+
+def test_forward_odd_size_strides_and_channels(swin_t):
+    x = torch.randn(1, 3, 70, 90)
+    with torch.no_grad():
+        out = swin_t(x)
+    shapes = swin_t.output_shape()
+    expected = {"res2": (96, 18, 23), "res3": (192, 9, 12), "res4": (384, 5, 6), "res5": (768, 3, 3)}
+    assert set(out) == set(expected) == set(shapes)
+    for name, (c, h, w) in expected.items():
+        assert out[name].shape == (1, c, h, w)
+        assert shapes[name].channels == c and shapes[name].stride == {"res2": 4, "res3": 8, "res4": 16, "res5": 32}[name]
+        assert torch.isfinite(out[name]).all()
+    assert swin_t.size_divisibility == 32
+    with pytest.raises(ValueError, match="N, C, H, W"):
+        swin_t(torch.randn(3, 70, 90))
+
+
+def test_window_attention_equals_explicit_softmax():
+    torch.manual_seed(0)
+    ws, heads, dim = 3, 2, 8
+    attn = WindowAttention(dim, ws, heads).eval()
+    torch.nn.init.normal_(attn.relative_position_bias_table, std=0.5)
+    mask = shifted_window_mask(6, 6, ws, 1, "cpu")  # 4 windows, -100 across shifted regions
+    x = torch.randn(2 * mask.shape[0], ws * ws, dim)
+    got = attn(x, mask)
+
+    qkv = attn.qkv(x).reshape(x.shape[0], ws * ws, 3, heads, dim // heads).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv[0] * attn.scale, qkv[1], qkv[2]
+    bias = attn.relative_position_bias_table[attn.relative_position_index.view(-1)].view(ws * ws, ws * ws, heads)
+    logits = q @ k.transpose(-2, -1) + bias.permute(2, 0, 1)[None]
+    logits = logits + mask.repeat(2, 1, 1)[:, None]  # windows are ordered image by image
+    ref = attn.proj((logits.softmax(-1) @ v).transpose(1, 2).reshape(x.shape[0], ws * ws, dim))
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
+    assert (mask == -100).any() and (mask == 0).any()
