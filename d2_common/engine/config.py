@@ -18,6 +18,8 @@ def add_engine_config(cfg):
     _default(cfg.SOLVER, "OPTIMIZER", "SGD")
     _default(cfg.SOLVER, "BACKBONE_MULTIPLIER", 1.0)
     _default(cfg.SOLVER, "WEIGHT_DECAY_EMBED", 0.0)
+    # modules whose name contains one of these get lr x BACKBONE_MULTIPLIER
+    _default(cfg.SOLVER, "BACKBONE_MODULE_NAMES", ["backbone"])
     # parameters whose name contains one of these get weight decay 0 (Swin's position tables
     # in the official Mask2Former; add e.g. "pos_embed", "cls_token" for a plain ViT)
     _default(cfg.SOLVER, "NO_WEIGHT_DECAY_KEYS", ["relative_position_bias_table", "absolute_pos_embed"])

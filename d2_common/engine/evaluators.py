@@ -53,7 +53,8 @@ def build_evaluators(cfg, dataset_name, output_folder):
     if etype == "referring":
         from restr_d2.evaluation import ReferringEvaluator
 
-        evaluators.append(ReferringEvaluator(dataset_name, distributed=True, output_dir=output_folder))
+        evaluators.append(ReferringEvaluator(dataset_name, distributed=True, output_dir=output_folder,
+                                             mask_threshold=cfg.MODEL.RESTR.TEST.MASK_THRESHOLD))
     if not evaluators:
         raise NotImplementedError(
             f"No evaluator for dataset '{dataset_name}' with evaluator_type={etype!r} and "

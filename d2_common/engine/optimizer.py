@@ -35,10 +35,12 @@ def get_param_groups(
     weight_decay_norm: float = 0.0,
     weight_decay_embed: float = 0.0,
     no_weight_decay_keys: Sequence[str] = ("relative_position_bias_table", "absolute_pos_embed"),
+    backbone_module_names: Sequence[str] = ("backbone",),
 ) -> List[Dict[str, Any]]:
     """One group per trainable parameter (shared parameters counted once).
 
-    * modules whose name contains "backbone": lr x ``backbone_multiplier``;
+    * modules whose name contains one of ``backbone_module_names`` ("backbone"; ReSTR's
+      vision encoder is "encoder_v"): lr x ``backbone_multiplier``;
     * parameters of normalization modules: ``weight_decay_norm``;
     * parameters of ``nn.Embedding``: ``weight_decay_embed``;
     * parameter names containing one of ``no_weight_decay_keys``: weight decay 0.
@@ -50,7 +52,7 @@ def get_param_groups(
                 continue
             memo.add(value)
             lr, wd = base_lr, weight_decay
-            if "backbone" in module_name:
+            if any(k in module_name for k in backbone_module_names):
                 lr = lr * backbone_multiplier
             if any(k in name for k in no_weight_decay_keys):
                 wd = 0.0
@@ -90,6 +92,7 @@ def build_optimizer(cfg, model):
         weight_decay_norm=cfg.SOLVER.WEIGHT_DECAY_NORM,
         weight_decay_embed=cfg.SOLVER.WEIGHT_DECAY_EMBED,
         no_weight_decay_keys=tuple(cfg.SOLVER.NO_WEIGHT_DECAY_KEYS),
+        backbone_module_names=tuple(cfg.SOLVER.BACKBONE_MODULE_NAMES),
     )
     clip = cfg.SOLVER.CLIP_GRADIENTS
     full_model = clip.ENABLED and clip.CLIP_TYPE == "full_model" and clip.CLIP_VALUE > 0.0
