@@ -32,8 +32,8 @@ def _missing(path: str, what: str) -> FileNotFoundError:
     )
 
 
-def _segmentation(segm, height: int, width: int, ann_id: int):
-    """Polygons (degenerate ones dropped) or a compressed RLE dict."""
+def _segmentation(segm, height: int, width: int, ann_id: int, file_name: str = ""):
+    """Polygons (those with < 3 points dropped) or a compressed RLE dict."""
     if isinstance(segm, dict):
         if isinstance(segm.get("counts"), list):  # uncompressed RLE
             segm = mask_util.frPyObjects(segm, *segm["size"])
@@ -42,7 +42,8 @@ def _segmentation(segm, height: int, width: int, ann_id: int):
                 "counts": counts.decode("ascii") if isinstance(counts, bytes) else counts}
     polys = [p for p in segm if len(p) % 2 == 0 and len(p) >= 6]
     if not polys:
-        raise ValueError(f"Annotation {ann_id} has no valid polygon (got {segm!r:.200})")
+        raise ValueError(f"Annotation {ann_id} of image {file_name} has no polygon with >= 3 points "
+                         f"(got {segm!r:.200}); fix or remove it from instances.json")
     return polys
 
 
@@ -92,7 +93,7 @@ def load_refer_json(refer_dir: str, split_by: str, split: str, image_root: str,
         ann = anns[ref["ann_id"]]
         h, w = img["height"], img["width"]
         obj = {
-            "segmentation": _segmentation(ann["segmentation"], h, w, ann["id"]),
+            "segmentation": _segmentation(ann["segmentation"], h, w, ann["id"], img["file_name"]),
             "bbox": list(ann["bbox"]),
             "bbox_mode": BoxMode.XYWH_ABS,
             "category_id": id_map[ann["category_id"]],

@@ -7,6 +7,7 @@ import torch
 from PIL import Image
 
 from detectron2.config import get_cfg
+from d2_common.validation import BadRecordError
 from detectron2.data import DatasetCatalog
 from restr_d2.data.dataset_mappers import ReferringDatasetMapper
 from restr_d2.data.dataset_mappers.referring_dataset_mapper import (
@@ -109,8 +110,12 @@ def test_bad_inputs_name_the_file(records, tmp_path):
         mapper(dict(rec, file_name=str(garbage)))
     with pytest.raises(ValueError, match="sentence"):
         mapper(dict(rec, sentence=""))
-    with pytest.raises(Exception, match="Mismatched image shape"):
+    with pytest.raises(BadRecordError, match="record says") as err:
         mapper(dict(rec, height=rec["height"] + 1))
+    assert err.value.reason == "size_mismatch" and err.value.file_name == rec["file_name"]
+    with pytest.raises(BadRecordError, match="no word") as err:
+        mapper(dict(rec, sentence="?!"))
+    assert err.value.reason == "bad_sentence"
 
 
 def test_polygon_and_rle_masks_agree():

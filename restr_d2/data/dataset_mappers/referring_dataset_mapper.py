@@ -10,7 +10,6 @@ from PIL import Image
 from pycocotools import mask as mask_util
 
 from detectron2.config import configurable
-from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 
 from d2_common.validation import (
@@ -141,13 +140,14 @@ class ReferringDatasetMapper:
 
     @classmethod
     def from_config(cls, cfg, is_train: bool = True):
+        reader = image_reader_kwargs(cfg)
         return {
             "is_train": is_train,
             "image_size": _cfg(cfg, "INPUT.IMAGE_SIZE"),
             "image_format": cfg.INPUT.FORMAT,
             "flip": _cfg(cfg, "INPUT.REFERRING_FLIP"),
-            **{k2: v for k, v in image_reader_kwargs(cfg).items()
-               for k2 in [{"max_pixels": "max_image_pixels", "apply_exif": "apply_exif"}[k]]},
+            "max_image_pixels": reader["max_pixels"],
+            "apply_exif": reader["apply_exif"],
         }
 
     def _read_image(self, dataset_dict: Dict) -> np.ndarray:
@@ -175,8 +175,6 @@ class ReferringDatasetMapper:
             raise BadRecordError(file_name, "missing_field",
                                  "training record without 'annotations' (the referred object's mask)")
         image = self._read_image(dataset_dict)
-        dataset_dict.setdefault("height", image.shape[0])
-        dataset_dict.setdefault("width", image.shape[1])
         h, w = image.shape[:2]
         annotations = dataset_dict.pop("annotations", None)
         mask = annotations_to_mask(annotations, h, w, file_name) if annotations is not None else None
