@@ -10,7 +10,6 @@ Without GPUs, ``--num-gpus N`` starts N CPU processes joined by gloo.
 import logging
 import os
 
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.engine import default_argument_parser, default_setup
 from detectron2.evaluation import verify_results
@@ -20,8 +19,16 @@ from detectron2.utils.logger import setup_logger
 
 import maskformer_d2  # noqa: F401  (registers models, datasets, mappers)
 import restr_d2  # noqa: F401
+from d2_common.config_checks import (
+    check_config,
+    load_weights_checked,
+    merge_from_file_checked,
+    merge_from_list_checked,
+)
 from d2_common.engine import add_engine_config, launch
+from d2_common.resume import ResilientCheckpointer
 from d2_common.engine.trainer import Trainer
+from d2_common.validation import add_validation_config
 
 logger = logging.getLogger("restr_d2.train_net")
 
@@ -34,14 +41,19 @@ def build_cfg():
     restr_d2.add_segmenter_config(cfg)
     restr_d2.add_restr_config(cfg)
     add_engine_config(cfg)
+    add_validation_config(cfg)
     return cfg
 
 
 def setup(args):
     cfg = build_cfg()
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
+    # unknown keys get a did-you-mean, wrong types name the expected type; nothing is merged
+    # from a file or list that has a problem
+    merge_from_file_checked(cfg, args.config_file)
+    merge_from_list_checked(cfg, args.opts)
     cfg.freeze()
+    # datasets registered, NUM_CLASSES vs dataset metadata, MODEL.WEIGHTS exists
+    check_config(cfg, check_weights=not args.resume)
     default_setup(cfg, args)
     for name in ("maskformer_d2", "restr_d2", "d2_common"):
         setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name=name)
@@ -57,7 +69,12 @@ def main(args):
     )
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        if args.resume:
+            ResilientCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=True)
+        else:
+            # tensors whose shapes differ from the model's are an error here, not a warning:
+            # evaluating a randomly initialised classifier would print a meaningless table
+            load_weights_checked(model, cfg.MODEL.WEIGHTS)
         res = Trainer.test(cfg, model)
         if cfg.TEST.AUG.ENABLED:
             res.update(Trainer.test_with_TTA(cfg, model))

@@ -17,6 +17,8 @@ The fixes (each mirrors a later upstream change):
 
 * Pillow >= 10 removed ``Image.LINEAR``: use ``Image.BILINEAR`` (same filter).
 * NumPy >= 1.24 removed ``np.int/np.float/np.bool/np.str/np.object``: use the builtins.
+* ``data/common.py`` ``MapDataset`` retried a rejected record with ``random.sample`` of a set,
+  which Python >= 3.11 refuses: sample from the sorted candidates instead.
 * ``engine/launch.py`` assumed CUDA: the worker uses gloo and skips ``cuda.set_device`` when no
   GPU is present, so multi-process training runs on CPU.
 * ``detectron2._C`` (the compiled extension) is replaced by a module that imports fine and whose
@@ -39,7 +41,7 @@ SDIST = "pb1-detectron2==0.6"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CACHE_DIR = Path(os.environ.get("RESTR_D2_CACHE", REPO_ROOT / ".cache"))
 PATCH_MARKER = "_restr_d2_patches.txt"
-PATCH_VERSION = "3"
+PATCH_VERSION = "4"
 
 C_STUB = '''"""Stand-in for detectron2's compiled extension, which this build does not include.
 
@@ -134,15 +136,23 @@ def working_detectron2():
     return proc.stdout.strip()
 
 
-def is_ours():
+def installed_patch_version():
+    """Patch version of our build of detectron2 if that is what is installed, else None."""
     try:
         spec = importlib.util.find_spec("detectron2")
     except (ImportError, ValueError):
-        return False
+        return None
     if spec is None or spec.origin is None:
-        return False
+        return None
     marker = Path(spec.origin).parent / PATCH_MARKER
-    return marker.exists() and marker.read_text().startswith(f"patch-version {PATCH_VERSION}\n")
+    if not marker.exists():
+        return None
+    first = marker.read_text().split("\n", 1)[0]
+    return first.replace("patch-version ", "")
+
+
+def is_ours():
+    return installed_patch_version() == PATCH_VERSION
 
 
 def fetch_sdist():
@@ -181,6 +191,10 @@ def patch_tree(src):
         if new != text:
             py.write_text(new)
             changed.append(str(py.relative_to(src)))
+    common = src / "detectron2" / "data" / "common.py"
+    replace_once(common, "self._rng.sample(self._fallback_candidates, k=1)[0]",
+                 "self._rng.sample(sorted(self._fallback_candidates), k=1)[0]")
+    changed.append("detectron2/data/common.py (MapDataset retry on Python >= 3.11)")
     launch = src / "detectron2" / "engine" / "launch.py"
     replace_once(launch, LAUNCH_OLD_ASSERT, LAUNCH_NEW_ASSERT)
     replace_once(launch, LAUNCH_OLD_BACKEND, LAUNCH_NEW_BACKEND)
@@ -219,7 +233,11 @@ def main():
 
     local_src = os.environ.get("DETECTRON2_SRC")
     existing = working_detectron2()
-    if existing and not args.force:
+    outdated = installed_patch_version() not in (None, PATCH_VERSION)
+    if outdated:
+        log(f"our detectron2 build has patch version {installed_patch_version()}, "
+            f"current is {PATCH_VERSION}: reinstalling")
+    if existing and not args.force and not outdated:
         from_local_src = local_src and str(Path(local_src).resolve()) in existing
         if not local_src or from_local_src:
             origin = ("restr-d2 pure-Python build" if is_ours()

@@ -13,7 +13,6 @@ from detectron2.data import (
     MetadataCatalog,
     build_detection_test_loader,
     build_detection_train_loader,
-    get_detection_dataset_dicts,
 )
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase
@@ -22,6 +21,7 @@ from detectron2.utils.logger import setup_logger
 from detectron2.evaluation import verify_results  # noqa: F401  (re-exported for train_net)
 
 from ..resume import build_resumable_train_loader
+from ..validation import BadRecordSummaryHook, checked_train_dataset_dicts, wrap_mapper
 from ..resume.trainer import ResilientTrainerMixin
 from .evaluators import build_evaluators
 from .lr_scheduler import build_lr_scheduler
@@ -119,9 +119,13 @@ class Trainer(ResilientTrainerMixin, DefaultTrainer):
         mapper = build_dataset_mapper(cfg, True) if cfg.INPUT.DATASET_MAPPER_NAME else None
         if mapper is None:
             logger.info("INPUT.DATASET_MAPPER_NAME is empty: detectron2's DatasetMapper")
+            mapper = DatasetMapper(cfg, True)
+        # bad records are skipped and counted, or fatal (DATALOADER.BAD_RECORD_POLICY)
+        mapper = wrap_mapper(cfg, mapper, is_train=True)
+        dataset = checked_train_dataset_dicts(cfg)
         if not cfg.DATALOADER.RESUMABLE:
             logger.info("DATALOADER.RESUMABLE=False: detectron2's loader (resume is not exact)")
-            return build_detection_train_loader(cfg, mapper=mapper)
+            return build_detection_train_loader(cfg, mapper=mapper, dataset=dataset)
         if seed is None:
             # a random seed is drawn once and stored in every checkpoint, so --resume reuses it
             seed = cfg.SEED if cfg.SEED >= 0 else comm.shared_random_seed()
@@ -130,15 +134,14 @@ class Trainer(ResilientTrainerMixin, DefaultTrainer):
                        and not cfg.DATALOADER.ASPECT_RATIO_GROUPING else
                        f"; DATALOADER.SAMPLER_TRAIN={cfg.DATALOADER.SAMPLER_TRAIN} and "
                        "ASPECT_RATIO_GROUPING are not used (set DATALOADER.RESUMABLE False for them)"))
-        dataset = get_detection_dataset_dicts(
-            cfg.DATASETS.TRAIN,
-            filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,
-            proposal_files=cfg.DATASETS.PROPOSAL_FILES_TRAIN if cfg.MODEL.LOAD_PROPOSALS else None,
-        )
         return build_resumable_train_loader(
-            dataset, mapper or DatasetMapper(cfg, True), total_batch_size=cfg.SOLVER.IMS_PER_BATCH,
+            dataset, mapper, total_batch_size=cfg.SOLVER.IMS_PER_BATCH,
             seed=seed, start_iter=start_iter, num_workers=cfg.DATALOADER.NUM_WORKERS,
         )
+
+    def build_hooks(self):
+        # logs how many training records were skipped, and why (DATALOADER.BAD_RECORD_POLICY)
+        return super().build_hooks() + [BadRecordSummaryHook(period=1000)]
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):

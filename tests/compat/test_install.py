@@ -32,9 +32,11 @@ def test_numpy_alias_patch_is_exact(tmp_path):
 
 
 def test_launch_patched_for_cpu():
-    import detectron2.engine.launch as launch
+    import importlib
 
-    text = Path(launch.__file__).read_text()
+    # `detectron2.engine.launch` is also a function name, so import the module explicitly
+    launch_module = importlib.import_module("detectron2.engine.launch")
+    text = Path(launch_module.__file__).read_text()
     assert 'backend="NCCL" if has_gpu else "GLOO"' in text
     assert "assert torch.cuda.is_available()" not in text
 

@@ -408,9 +408,8 @@ def test_safe_mapper_in_resumable_loader_with_workers_counts_across_processes(ca
                for r in caplog.records)
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError, reason=(
-    "detectron2 v0.6 MapDataset retries a None with random.sample(<set>), a TypeError on Python "
-    ">= 3.11; once tools/install_detectron2.py patches it (sorted(...)), remove this marker"))
+# detectron2 v0.6 retried with random.sample(<set>), a TypeError on Python >= 3.11; our install
+# patches it (tools/install_detectron2.py)
 def test_detectron2_map_dataset_retries_when_safe_mapper_skips():
     recs = _toy_records(8, bad_every=4)
     mapper = SafeMapper(_ToyMapper(), "skip", name="toy-mapdataset")
