@@ -12,7 +12,7 @@ from detectron2.structures import BitMasks, Boxes
 from d2_common.engine.mapper_registry import register_mapper
 
 from .lsj import build_lsj_augmentation
-from .utils import masks_to_instances, read_image_checked, rgb2id
+from .utils import masks_to_instances, read_image_checked, read_panoptic_png, rgb2id
 
 __all__ = ["COCOPanopticNewBaselineDatasetMapper"]
 
@@ -53,7 +53,7 @@ class COCOPanopticNewBaselineDatasetMapper:
             dataset_dict.pop("annotations", None)
             return dataset_dict
         if "pan_seg_file_name" in dataset_dict:
-            pan = read_image_checked(dataset_dict.pop("pan_seg_file_name"), "RGB")
+            pan = read_panoptic_png(dataset_dict.pop("pan_seg_file_name"), dataset_dict["segments_info"])
             pan = rgb2id(transforms.apply_segmentation(pan))
             kept = [s for s in dataset_dict["segments_info"] if not s["iscrowd"]]
             instances = masks_to_instances(

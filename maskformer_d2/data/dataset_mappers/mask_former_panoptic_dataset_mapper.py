@@ -10,7 +10,7 @@ from detectron2.data import transforms as T
 from d2_common.engine.mapper_registry import register_mapper
 
 from .mask_former_semantic_dataset_mapper import MaskFormerSemanticDatasetMapper
-from .utils import masks_to_instances, pad_to_size, read_image_checked, rgb2id
+from .utils import masks_to_instances, pad_to_size, read_image_checked, read_panoptic_png, rgb2id
 
 __all__ = ["MaskFormerPanopticDatasetMapper"]
 
@@ -47,8 +47,8 @@ class MaskFormerPanopticDatasetMapper(MaskFormerSemanticDatasetMapper):
                 f"{type(self).__name__} needs 'pan_seg_file_name' in the record of "
                 f"{dataset_dict['file_name']!r}"
             )
-        pan_seg_gt = read_image_checked(dataset_dict.pop("pan_seg_file_name"), "RGB")
         segments_info = dataset_dict["segments_info"]
+        pan_seg_gt = read_panoptic_png(dataset_dict.pop("pan_seg_file_name"), segments_info)
         if "annotations" in dataset_dict:
             raise ValueError("A panoptic segmentation record must not have 'annotations'.")
 

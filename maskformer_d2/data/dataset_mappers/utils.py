@@ -3,18 +3,19 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from detectron2.data import detection_utils as utils
 from detectron2.structures import Instances
 
-__all__ = ["read_image_checked", "rgb2id", "pad_to_size", "masks_to_instances"]
+from d2_common.validation import check_panoptic_ids, read_image_checked
+
+__all__ = ["read_image_checked", "read_panoptic_png", "rgb2id", "pad_to_size", "masks_to_instances"]
 
 
-def read_image_checked(file_name, format=None):
-    """``detection_utils.read_image`` whose errors always name the file."""
-    try:
-        return utils.read_image(file_name, format=format)
-    except Exception as e:  # PIL errors do not always carry the path
-        raise ValueError(f"Cannot read image {file_name!r}: {type(e).__name__}: {e}") from e
+def read_panoptic_png(file_name, segments_info):
+    """The (H, W, 3) RGB panoptic PNG, after checking that its ids are exactly the ids of
+    ``segments_info`` (a mismatch raises ``BadRecordError`` naming the file and the ids)."""
+    pan = read_image_checked(file_name, "RGB")
+    check_panoptic_ids(rgb2id(pan), segments_info, file_name)
+    return pan
 
 
 def rgb2id(color):
