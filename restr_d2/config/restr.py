@@ -33,6 +33,7 @@ def add_restr_config(cfg: CN) -> None:
     # official AdamW, ViT (encoder_v) at 0.1x the learning rate, poly 0.9 after a warmup
     _set_default(cfg.SOLVER, "OPTIMIZER", "SGD")
     _set_default(cfg.SOLVER, "BACKBONE_MULTIPLIER", 1.0)
+    _set_default(cfg.SOLVER, "BACKBONE_MODULE_NAMES", ["backbone"])  # Base-ReSTR: ["encoder_v"]
     _set_default(cfg.SOLVER, "POLY_LR_POWER", 0.9)
     _set_default(cfg.SOLVER, "POLY_LR_CONSTANT_ENDING", 0.0)
     _set_default(cfg.MODEL, "RESTR", CN())

@@ -173,3 +173,27 @@ def test_predictor_on_bad_and_odd_text(predictor):
     a = predictor(image, "yellow\x00wooden")
     b = predictor(image, "yellow wooden")
     assert torch.equal(a["prob"], b["prob"])
+
+
+# -- fixed after the first reliability review ---------------------------------------------------
+def test_lone_surrogate_is_a_clear_value_error():
+    from restr_d2.modeling.language.tokenizer import check_sentence
+
+    with pytest.raises(ValueError, match="lone surrogate"):
+        check_sentence("the \ud800 man")
+
+
+def test_format_characters_and_compatibility_forms_are_normalised():
+    from restr_d2.modeling.language.tokenizer import clean_sentence
+
+    assert clean_sentence("yellow\u200bwooden") == "yellowwooden"  # as BERT tokenizers drop Cf
+    assert clean_sentence("\ufeffyellow") == "yellow"
+    assert clean_sentence("\uff59\uff45\uff4c\uff4c\uff4f\uff57") == "yellow"  # full-width
+    assert clean_sentence("cafe\u0301") == "caf\u00e9"  # decomposed accent composed
+
+
+def test_extreme_aspect_ratio_resizes_to_at_least_one_pixel():
+    from restr_d2.modeling.restr.resize import resized_shape
+
+    assert resized_shape(1, 1000, 480) == (1, 480)
+    assert resized_shape(300, 1, 96) == (96, 1)

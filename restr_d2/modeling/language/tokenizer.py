@@ -48,8 +48,18 @@ _WORD_RE = re.compile(r"\w")
 
 
 def clean_sentence(sentence: str) -> str:
-    """Replace control characters (category Cc) by spaces."""
-    return "".join(" " if unicodedata.category(c) == "Cc" else c for c in sentence)
+    """NFKC-normalise (full-width letters, decomposed accents), replace control characters
+    (category Cc) by spaces and drop invisible format characters (Cf: zero-width space, BOM,
+    direction marks), as BERT-style tokenizers do, so both tokenizers see the same words."""
+    sentence = unicodedata.normalize("NFKC", sentence)
+    out = []
+    for c in sentence:
+        cat = unicodedata.category(c)
+        if cat == "Cc":
+            out.append(" ")
+        elif cat != "Cf":
+            out.append(c)
+    return "".join(out)
 
 
 def check_sentence(sentence) -> str:
@@ -57,13 +67,21 @@ def check_sentence(sentence) -> str:
 
     Raises:
         TypeError: not a string.
-        ValueError: empty, whitespace-only, or no word character at all.
+        ValueError: empty, whitespace-only, no word character at all, or not encodable
+            Unicode (lone surrogates).
     """
     if not isinstance(sentence, str):
         raise TypeError(
             f"a referring expression must be a str, got {type(sentence).__name__}; "
             "pass one sentence per image (or a list of str to the predictor)"
         )
+    try:
+        sentence.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError(
+            f"referring expression {sentence!r} is not valid Unicode text ({e.reason} at "
+            f"position {e.start}: a lone surrogate); decode the input text properly"
+        ) from None
     cleaned = clean_sentence(sentence)
     if not cleaned.strip():
         raise ValueError(

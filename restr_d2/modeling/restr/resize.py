@@ -47,7 +47,8 @@ def _resize(x: torch.Tensor, size: Tuple[int, int], mode: str) -> torch.Tensor:
 def resized_shape(height: int, width: int, size: int) -> Tuple[int, int]:
     """(h, w) of an image resized by ``min(S/H, S/W)``, rounded as the official code."""
     scale = min(size / height, size / width)
-    return int(round(height * scale)), int(round(width * scale))
+    # at least one pixel: an extreme aspect ratio (e.g. 1 x 1000) must not round to 0
+    return max(1, int(round(height * scale))), max(1, int(round(width * scale)))
 
 
 def resize_and_pad(
