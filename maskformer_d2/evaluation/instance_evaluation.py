@@ -78,6 +78,15 @@ class InstanceSegEvaluator(COCOEvaluator):
         )
         self._logger.info(f"[InstanceSegEvaluator] COCO AP kernel: {backend}")
 
+    def _tasks_from_predictions(self, predictions):
+        """"segm" always (mask-classification models predict masks, even when there are no
+        predictions at all); "bbox" only when some predicted box is non-zero (Mask2Former's
+        boxes are all zeros, and their AP would be a meaningless 0)."""
+        tasks = {"segm"}
+        if any(any(v != 0 for v in p.get("bbox", ())) for p in predictions):
+            tasks.add("bbox")
+        return sorted(tasks)
+
     def _eval_predictions(self, predictions, img_ids=None):
         coco_results = list(itertools.chain(*[x["instances"] for x in predictions]))
         tasks = self._tasks or self._tasks_from_predictions(coco_results)

@@ -329,3 +329,13 @@ def test_sem_seg_evaluator_hand_computed(tmp_path, dataset_name):
     for k, v in expected.items():
         assert res[k] == pytest.approx(v, abs=1e-9), k
     assert math.isnan(res["IoU-d"]) and math.isnan(res["ACC-d"])
+
+
+def test_instance_tasks_default_to_segm_without_real_boxes():
+    from maskformer_d2.evaluation.instance_evaluation import InstanceSegEvaluator
+
+    zero_boxes = [{"bbox": [0, 0, 0, 0], "segmentation": {}, "category_id": 0}]
+    real_boxes = [{"bbox": [1, 2, 3, 4], "segmentation": {}, "category_id": 0}]
+    assert InstanceSegEvaluator._tasks_from_predictions(None, []) == ["segm"]
+    assert InstanceSegEvaluator._tasks_from_predictions(None, zero_boxes) == ["segm"]
+    assert InstanceSegEvaluator._tasks_from_predictions(None, real_boxes) == ["bbox", "segm"]
