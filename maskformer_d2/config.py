@@ -19,6 +19,7 @@ it too.
 from typing import Any
 
 from detectron2.config import CfgNode as CN
+from d2_common.config_defaults import set_default
 
 __all__ = ["add_maskformer2_config", "add_mask_former_config"]
 
@@ -29,107 +30,102 @@ def _node(parent: CN, key: str) -> CN:
     return parent[key]
 
 
-def _default(node: CN, key: str, value: Any) -> None:
-    if key not in node:
-        node[key] = value
-
-
 def _add_common(cfg: CN) -> None:
     """Keys shared by MaskFormer and Mask2Former (same defaults in both official projects)."""
     inp = cfg.INPUT
-    _default(inp, "DATASET_MAPPER_NAME", "mask_former_semantic")
-    _default(inp, "COLOR_AUG_SSD", False)
+    set_default(inp, "DATASET_MAPPER_NAME", "mask_former_semantic")
+    set_default(inp, "COLOR_AUG_SSD", False)
     # Retry random crops until no single category covers more than this fraction of the crop.
-    _default(_node(inp, "CROP"), "SINGLE_CATEGORY_MAX_AREA", 1.0)
+    set_default(_node(inp, "CROP"), "SINGLE_CATEGORY_MAX_AREA", 1.0)
     # Pad image and GT in the dataset mapper (-1: no padding).
-    _default(inp, "SIZE_DIVISIBILITY", -1)
+    set_default(inp, "SIZE_DIVISIBILITY", -1)
 
     solver = cfg.SOLVER
-    _default(solver, "WEIGHT_DECAY_EMBED", 0.0)
-    _default(solver, "OPTIMIZER", "ADAMW")
-    _default(solver, "BACKBONE_MULTIPLIER", 0.1)
+    set_default(solver, "WEIGHT_DECAY_EMBED", 0.0)
+    set_default(solver, "OPTIMIZER", "ADAMW")
+    set_default(solver, "BACKBONE_MULTIPLIER", 0.1)
     # Also added by add_deeplab_config (same defaults); needed by WarmupPolyLR configs.
-    _default(solver, "POLY_LR_POWER", 0.9)
-    _default(solver, "POLY_LR_CONSTANT_ENDING", 0.0)
+    set_default(solver, "POLY_LR_POWER", 0.9)
+    set_default(solver, "POLY_LR_CONSTANT_ENDING", 0.0)
 
     mf = _node(cfg.MODEL, "MASK_FORMER")
     # loss
-    _default(mf, "DEEP_SUPERVISION", True)
-    _default(mf, "NO_OBJECT_WEIGHT", 0.1)
-    _default(mf, "CLASS_WEIGHT", 1.0)
-    _default(mf, "DICE_WEIGHT", 1.0)
-    _default(mf, "MASK_WEIGHT", 20.0)
+    set_default(mf, "DEEP_SUPERVISION", True)
+    set_default(mf, "NO_OBJECT_WEIGHT", 0.1)
+    set_default(mf, "CLASS_WEIGHT", 1.0)
+    set_default(mf, "DICE_WEIGHT", 1.0)
+    set_default(mf, "MASK_WEIGHT", 20.0)
     # transformer
-    _default(mf, "NHEADS", 8)
-    _default(mf, "DROPOUT", 0.1)
-    _default(mf, "DIM_FEEDFORWARD", 2048)
-    _default(mf, "ENC_LAYERS", 0)
-    _default(mf, "DEC_LAYERS", 6)
-    _default(mf, "PRE_NORM", False)
-    _default(mf, "HIDDEN_DIM", 256)
-    _default(mf, "NUM_OBJECT_QUERIES", 100)
-    _default(mf, "TRANSFORMER_IN_FEATURE", "res5")
-    _default(mf, "ENFORCE_INPUT_PROJ", False)
+    set_default(mf, "NHEADS", 8)
+    set_default(mf, "DROPOUT", 0.1)
+    set_default(mf, "DIM_FEEDFORWARD", 2048)
+    set_default(mf, "ENC_LAYERS", 0)
+    set_default(mf, "DEC_LAYERS", 6)
+    set_default(mf, "PRE_NORM", False)
+    set_default(mf, "HIDDEN_DIM", 256)
+    set_default(mf, "NUM_OBJECT_QUERIES", 100)
+    set_default(mf, "TRANSFORMER_IN_FEATURE", "res5")
+    set_default(mf, "ENFORCE_INPUT_PROJ", False)
     # inference
     test = _node(mf, "TEST")
-    _default(test, "SEMANTIC_ON", True)
-    _default(test, "INSTANCE_ON", False)
-    _default(test, "PANOPTIC_ON", False)
-    _default(test, "OBJECT_MASK_THRESHOLD", 0.0)
-    _default(test, "OVERLAP_THRESHOLD", 0.0)
-    _default(test, "SEM_SEG_POSTPROCESSING_BEFORE_INFERENCE", False)
-    _default(test, "SEMANTIC_INFERENCE_METHOD", "probabilistic")  # MaskFormer key, kept for its YAMLs
+    set_default(test, "SEMANTIC_ON", True)
+    set_default(test, "INSTANCE_ON", False)
+    set_default(test, "PANOPTIC_ON", False)
+    set_default(test, "OBJECT_MASK_THRESHOLD", 0.0)
+    set_default(test, "OVERLAP_THRESHOLD", 0.0)
+    set_default(test, "SEM_SEG_POSTPROCESSING_BEFORE_INFERENCE", False)
+    set_default(test, "SEMANTIC_INFERENCE_METHOD", "probabilistic")  # MaskFormer key, kept for its YAMLs
     # Backbones such as ResNet report size_divisibility 0; this overrides it.
-    _default(mf, "SIZE_DIVISIBILITY", 32)
+    set_default(mf, "SIZE_DIVISIBILITY", 32)
     # point-sampled mask loss (Mask2Former)
-    _default(mf, "TRAIN_NUM_POINTS", 112 * 112)
-    _default(mf, "OVERSAMPLE_RATIO", 3.0)
-    _default(mf, "IMPORTANCE_SAMPLE_RATIO", 0.75)
-    _default(mf, "POINT_LOSS", "sigmoid_ce")  # ours: "sigmoid_ce" | "focal"
+    set_default(mf, "TRAIN_NUM_POINTS", 112 * 112)
+    set_default(mf, "OVERSAMPLE_RATIO", 3.0)
+    set_default(mf, "IMPORTANCE_SAMPLE_RATIO", 0.75)
+    set_default(mf, "POINT_LOSS", "sigmoid_ce")  # ours: "sigmoid_ce" | "focal"
 
     head = cfg.MODEL.SEM_SEG_HEAD
-    _default(head, "MASK_DIM", 256)
-    _default(head, "TRANSFORMER_ENC_LAYERS", 0)
-    _default(head, "PIXEL_DECODER_NAME", "BasePixelDecoder")
-    _default(head, "DEFORMABLE_TRANSFORMER_ENCODER_IN_FEATURES", ["res3", "res4", "res5"])
+    set_default(head, "MASK_DIM", 256)
+    set_default(head, "TRANSFORMER_ENC_LAYERS", 0)
+    set_default(head, "PIXEL_DECODER_NAME", "BasePixelDecoder")
+    set_default(head, "DEFORMABLE_TRANSFORMER_ENCODER_IN_FEATURES", ["res3", "res4", "res5"])
     # Present in the official config but not read by the official MSDeformAttnPixelDecoder.
-    _default(head, "DEFORMABLE_TRANSFORMER_ENCODER_N_POINTS", 4)
-    _default(head, "DEFORMABLE_TRANSFORMER_ENCODER_N_HEADS", 8)
-    _default(head, "MSDEFORMATTN_IMPL", "pytorch")  # ours: "pytorch" | "pytorch_levelwise"
+    set_default(head, "DEFORMABLE_TRANSFORMER_ENCODER_N_POINTS", 4)
+    set_default(head, "DEFORMABLE_TRANSFORMER_ENCODER_N_HEADS", 8)
+    set_default(head, "MSDEFORMATTN_IMPL", "pytorch")  # ours: "pytorch" | "pytorch_levelwise"
 
     # LSJ augmentation
-    _default(inp, "IMAGE_SIZE", 1024)
-    _default(inp, "MIN_SCALE", 0.1)
-    _default(inp, "MAX_SCALE", 2.0)
+    set_default(inp, "IMAGE_SIZE", 1024)
+    set_default(inp, "MIN_SCALE", 0.1)
+    set_default(inp, "MAX_SCALE", 2.0)
 
     swin = _node(cfg.MODEL, "SWIN")
-    _default(swin, "PRETRAIN_IMG_SIZE", 224)
-    _default(swin, "PATCH_SIZE", 4)
-    _default(swin, "EMBED_DIM", 96)
-    _default(swin, "DEPTHS", [2, 2, 6, 2])
-    _default(swin, "NUM_HEADS", [3, 6, 12, 24])
-    _default(swin, "WINDOW_SIZE", 7)
-    _default(swin, "MLP_RATIO", 4.0)
-    _default(swin, "QKV_BIAS", True)
-    _default(swin, "QK_SCALE", None)
-    _default(swin, "DROP_RATE", 0.0)
-    _default(swin, "ATTN_DROP_RATE", 0.0)
-    _default(swin, "DROP_PATH_RATE", 0.3)
-    _default(swin, "APE", False)
-    _default(swin, "PATCH_NORM", True)
-    _default(swin, "OUT_FEATURES", ["res2", "res3", "res4", "res5"])
-    _default(swin, "USE_CHECKPOINT", False)
+    set_default(swin, "PRETRAIN_IMG_SIZE", 224)
+    set_default(swin, "PATCH_SIZE", 4)
+    set_default(swin, "EMBED_DIM", 96)
+    set_default(swin, "DEPTHS", [2, 2, 6, 2])
+    set_default(swin, "NUM_HEADS", [3, 6, 12, 24])
+    set_default(swin, "WINDOW_SIZE", 7)
+    set_default(swin, "MLP_RATIO", 4.0)
+    set_default(swin, "QKV_BIAS", True)
+    set_default(swin, "QK_SCALE", None)
+    set_default(swin, "DROP_RATE", 0.0)
+    set_default(swin, "ATTN_DROP_RATE", 0.0)
+    set_default(swin, "DROP_PATH_RATE", 0.3)
+    set_default(swin, "APE", False)
+    set_default(swin, "PATCH_NORM", True)
+    set_default(swin, "OUT_FEATURES", ["res2", "res3", "res4", "res5"])
+    set_default(swin, "USE_CHECKPOINT", False)
 
 
 def add_maskformer2_config(cfg: CN) -> CN:
     """Add the Mask2Former keys (and MaskFormer's) to ``cfg`` in place; returns ``cfg``."""
     _add_common(cfg)
-    _default(cfg.MODEL.MASK_FORMER, "TRANSFORMER_DECODER_NAME", "MultiScaleMaskedTransformerDecoder")
+    set_default(cfg.MODEL.MASK_FORMER, "TRANSFORMER_DECODER_NAME", "MultiScaleMaskedTransformerDecoder")
     return cfg
 
 
 def add_mask_former_config(cfg: CN) -> CN:
     """Add the MaskFormer keys (and Mask2Former's) to ``cfg`` in place; returns ``cfg``."""
     _add_common(cfg)
-    _default(cfg.MODEL.MASK_FORMER, "TRANSFORMER_DECODER_NAME", "StandardTransformerDecoder")
+    set_default(cfg.MODEL.MASK_FORMER, "TRANSFORMER_DECODER_NAME", "StandardTransformerDecoder")
     return cfg

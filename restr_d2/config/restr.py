@@ -10,84 +10,80 @@ DEPTH 12, NUM_HEADS 12, DROP_PATH_RATE 0.1). ``MODEL.PIXEL_MEAN``/``PIXEL_STD`` 
 from detectron2.config import CfgNode as CN
 
 from .segmenter import add_vit_config
+from d2_common.config_defaults import set_default
 
 __all__ = ["add_restr_config"]
-
-
-def _set_default(node: CN, key: str, value) -> None:
-    if key not in node:
-        node[key] = value
 
 
 def add_restr_config(cfg: CN) -> None:
     add_vit_config(cfg)
     # S: the referring mapper (and ReferringPredictor) resize the long side to S and pad to
     # S x S. Mask2Former's config also defines INPUT.IMAGE_SIZE (1024): the YAMLs set it.
-    _set_default(cfg.INPUT, "IMAGE_SIZE", 480)
+    set_default(cfg.INPUT, "IMAGE_SIZE", 480)
     # so that ReSTR YAMLs ("referring") merge without the MaskFormer config; "" is neutral
-    _set_default(cfg.INPUT, "DATASET_MAPPER_NAME", "")
+    set_default(cfg.INPUT, "DATASET_MAPPER_NAME", "")
     # referring mapper's horizontal flip: "none" (official), "skip_lr", "swap_lr"
-    _set_default(cfg.INPUT, "REFERRING_FLIP", "none")
+    set_default(cfg.INPUT, "REFERRING_FLIP", "none")
     # solver keys shared with the Mask2Former / DeepLab / engine configs, defined here (with
     # neutral defaults) so ReSTR YAMLs merge on their own; configs/restr/Base-ReSTR.yaml sets the
     # official AdamW, ViT (encoder_v) at 0.1x the learning rate, poly 0.9 after a warmup
-    _set_default(cfg.SOLVER, "OPTIMIZER", "SGD")
-    _set_default(cfg.SOLVER, "BACKBONE_MULTIPLIER", 1.0)
-    _set_default(cfg.SOLVER, "BACKBONE_MODULE_NAMES", ["backbone"])  # Base-ReSTR: ["encoder_v"]
-    _set_default(cfg.SOLVER, "POLY_LR_POWER", 0.9)
-    _set_default(cfg.SOLVER, "POLY_LR_CONSTANT_ENDING", 0.0)
-    _set_default(cfg.MODEL, "RESTR", CN())
+    set_default(cfg.SOLVER, "OPTIMIZER", "SGD")
+    set_default(cfg.SOLVER, "BACKBONE_MULTIPLIER", 1.0)
+    set_default(cfg.SOLVER, "BACKBONE_MODULE_NAMES", ["backbone"])  # Base-ReSTR: ["encoder_v"]
+    set_default(cfg.SOLVER, "POLY_LR_POWER", 0.9)
+    set_default(cfg.SOLVER, "POLY_LR_CONSTANT_ENDING", 0.0)
+    set_default(cfg.MODEL, "RESTR", CN())
     r = cfg.MODEL.RESTR
     # official alpha_loc (0 for the no-decoder model) and patch_thres (a pixel *count*)
-    _set_default(r, "PATCH_WEIGHT", 0.1)
-    _set_default(r, "PATCH_LABEL_THRESHOLD", 0.8)
+    set_default(r, "PATCH_WEIGHT", 0.1)
+    set_default(r, "PATCH_LABEL_THRESHOLD", 0.8)
     # keep language pad tokens out of attention (language encoder and fusion); official: False.
     # Set it True for Hugging Face encoders, whose padding is not trained to be attended.
-    _set_default(r, "MASK_PAD_TOKENS", False)
+    set_default(r, "MASK_PAD_TOKENS", False)
 
-    _set_default(r, "LANGUAGE", CN())
+    set_default(r, "LANGUAGE", CN())
     lang = r.LANGUAGE
     # "GloVeTransformerEncoder" (official) or "HFLanguageEncoder"
-    _set_default(lang, "NAME", "GloVeTransformerEncoder")
+    set_default(lang, "NAME", "GloVeTransformerEncoder")
     # T: tokens per sentence (official 20)
-    _set_default(lang, "MAX_TOKENS", 20)
+    set_default(lang, "MAX_TOKENS", 20)
     # GloVe encoder: vocabulary (one word per line) and vectors (official .npy, or GloVe text);
     # an empty EMBEDDING_FILE leaves the table randomly initialised (loaded from MODEL.WEIGHTS)
-    _set_default(lang, "VOCAB_FILE", "")
-    _set_default(lang, "EMBEDDING_FILE", "")
-    _set_default(lang, "D_LANG", 300)
-    _set_default(lang, "NUM_LAYERS", 6)
+    set_default(lang, "VOCAB_FILE", "")
+    set_default(lang, "EMBEDDING_FILE", "")
+    set_default(lang, "D_LANG", 300)
+    set_default(lang, "NUM_LAYERS", 6)
     # official: the ViT head count (must divide D_LANG)
-    _set_default(lang, "NUM_HEADS", 12)
-    _set_default(lang, "MLP_RATIO", 4.0)
-    _set_default(lang, "DROPOUT", 0.0)
-    _set_default(lang, "DROP_PATH_RATE", 0.0)
+    set_default(lang, "NUM_HEADS", 12)
+    set_default(lang, "MLP_RATIO", 4.0)
+    set_default(lang, "DROPOUT", 0.0)
+    set_default(lang, "DROP_PATH_RATE", 0.0)
     # Hugging Face encoder: local directory or "pypkg:<package>/<subdir>"
-    _set_default(lang, "HF_PATH", "")
-    _set_default(lang, "FREEZE", False)
-    _set_default(lang, "HF_ATTN_IMPL", "sdpa")
+    set_default(lang, "HF_PATH", "")
+    set_default(lang, "FREEZE", False)
+    set_default(lang, "HF_ATTN_IMPL", "sdpa")
 
-    _set_default(r, "FUSION", CN())
+    set_default(r, "FUSION", CN())
     f = r.FUSION
     # "ConjugateFusion" (official (c)), "IndependentFusion" (b), "VanillaFusion" (a)
-    _set_default(f, "NAME", "ConjugateFusion")
+    set_default(f, "NAME", "ConjugateFusion")
     # 0 = the ViT width (official)
-    _set_default(f, "DIM", 0)
-    _set_default(f, "NUM_LAYERS", 2)
-    _set_default(f, "NUM_HEADS", 12)
-    _set_default(f, "MLP_RATIO", 4.0)
-    _set_default(f, "DROPOUT", 0.0)
-    _set_default(f, "DROP_PATH_RATE", 0.1)
+    set_default(f, "DIM", 0)
+    set_default(f, "NUM_LAYERS", 2)
+    set_default(f, "NUM_HEADS", 12)
+    set_default(f, "MLP_RATIO", 4.0)
+    set_default(f, "DROPOUT", 0.0)
+    set_default(f, "DROP_PATH_RATE", 0.1)
     # official --is_shared: one block per encoder applied NUM_LAYERS times
-    _set_default(f, "SHARE_WEIGHTS", False)
+    set_default(f, "SHARE_WEIGHTS", False)
 
-    _set_default(r, "DECODER", CN())
+    set_default(r, "DECODER", CN())
     # official --no_decoder = ENABLED False (then set PATCH_WEIGHT 0 as the official trainer)
-    _set_default(r.DECODER, "ENABLED", True)
+    set_default(r.DECODER, "ENABLED", True)
     # log2(patch size) blocks bring the patch grid back to the input resolution
-    _set_default(r.DECODER, "NUM_UPSAMPLE", 4)
+    set_default(r.DECODER, "NUM_UPSAMPLE", 4)
 
-    _set_default(r, "TEST", CN())
-    _set_default(r.TEST, "MASK_THRESHOLD", 0.5)
+    set_default(r, "TEST", CN())
+    set_default(r.TEST, "MASK_THRESHOLD", 0.5)
     # how the test image was padded: "bottom_right" (referring mapper) or "center" (official eval)
-    _set_default(r.TEST, "PAD_LAYOUT", "bottom_right")
+    set_default(r.TEST, "PAD_LAYOUT", "bottom_right")

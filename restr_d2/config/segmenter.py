@@ -3,40 +3,36 @@
 Both functions are idempotent: calling them again leaves existing values untouched.
 """
 from detectron2.config import CfgNode as CN
+from d2_common.config_defaults import set_default
 
 __all__ = ["add_vit_config", "add_segmenter_config"]
 
 
-def _set_default(node: CN, key: str, value) -> None:
-    if key not in node:
-        node[key] = value
-
-
 def add_vit_config(cfg: CN) -> None:
     """``MODEL.VIT.*``: the Segmenter/ReSTR plain ViT (``D2PlainViT``). Defaults: ViT-B/16."""
-    _set_default(cfg.MODEL, "VIT", CN())
+    set_default(cfg.MODEL, "VIT", CN())
     vit = cfg.MODEL.VIT
     # training size (H, W): defines the position-embedding grid (official ``image_size``)
-    _set_default(vit, "IMAGE_SIZE", [512, 512])
-    _set_default(vit, "PATCH_SIZE", 16)
-    _set_default(vit, "EMBED_DIM", 768)
-    _set_default(vit, "DEPTH", 12)
-    _set_default(vit, "NUM_HEADS", 12)
-    _set_default(vit, "MLP_RATIO", 4.0)
+    set_default(vit, "IMAGE_SIZE", [512, 512])
+    set_default(vit, "PATCH_SIZE", 16)
+    set_default(vit, "EMBED_DIM", 768)
+    set_default(vit, "DEPTH", 12)
+    set_default(vit, "NUM_HEADS", 12)
+    set_default(vit, "MLP_RATIO", 4.0)
     # the official encoder always carries a 1000-way ImageNet head (unused); 0 drops it
-    _set_default(vit, "NUM_CLASSES", 1000)
-    _set_default(vit, "DROPOUT", 0.0)
-    _set_default(vit, "DROP_PATH_RATE", 0.1)
+    set_default(vit, "NUM_CLASSES", 1000)
+    set_default(vit, "DROPOUT", 0.0)
+    set_default(vit, "DROP_PATH_RATE", 0.1)
     # DeiT distillation token
-    _set_default(vit, "DISTILLED", False)
+    set_default(vit, "DISTILLED", False)
     # "sdpa_math": scaled_dot_product_attention on its math kernel, bit-exact with the official
     #     code on CPU (default); "sdpa": PyTorch picks the kernel (flash / memory-efficient, use
     #     it for GPU training; ~1e-5 from the official numbers on CPU); "math": explicit softmax
-    _set_default(vit, "ATTN_IMPL", "sdpa_math")
+    set_default(vit, "ATTN_IMPL", "sdpa_math")
     # "bilinear" (Segmenter) or "bicubic"; used when the patch grid differs from IMAGE_SIZE's
-    _set_default(vit, "POS_EMBED_INTERP", "bilinear")
+    set_default(vit, "POS_EMBED_INTERP", "bilinear")
     # name of the (B, D, H/P, W/P) feature map returned by the detectron2 backbone
-    _set_default(vit, "OUT_FEATURE", "vit")
+    set_default(vit, "OUT_FEATURE", "vit")
 
 
 def add_segmenter_config(cfg: CN) -> None:
@@ -47,22 +43,22 @@ def add_segmenter_config(cfg: CN) -> None:
     and ``MODEL.SEM_SEG_HEAD.IGNORE_VALUE``.
     """
     add_vit_config(cfg)
-    _set_default(cfg.MODEL, "SEGMENTER", CN())
+    set_default(cfg.MODEL, "SEGMENTER", CN())
     seg = cfg.MODEL.SEGMENTER
-    _set_default(seg, "DECODER", CN())
+    set_default(seg, "DECODER", CN())
     dec = seg.DECODER
     # mask transformer; the official config.yml uses 2 layers, dropout 0.1, drop path 0.0
-    _set_default(dec, "NUM_LAYERS", 2)
-    _set_default(dec, "DROPOUT", 0.1)
-    _set_default(dec, "DROP_PATH_RATE", 0.0)
+    set_default(dec, "NUM_LAYERS", 2)
+    set_default(dec, "DROPOUT", 0.1)
+    set_default(dec, "DROP_PATH_RATE", 0.0)
     # 0 = official rule embed_dim // 64
-    _set_default(dec, "NUM_HEADS", 0)
-    _set_default(seg, "TEST", CN())
+    set_default(dec, "NUM_HEADS", 0)
+    set_default(seg, "TEST", CN())
     test = seg.TEST
     # "whole": one forward of the (patch-padded) image; "slide": official sliding window
-    _set_default(test, "MODE", "slide")
-    _set_default(test, "WINDOW_SIZE", 512)
-    _set_default(test, "WINDOW_STRIDE", 512)
-    _set_default(test, "WINDOW_BATCH_SIZE", 4)
+    set_default(test, "MODE", "slide")
+    set_default(test, "WINDOW_SIZE", 512)
+    set_default(test, "WINDOW_STRIDE", 512)
+    set_default(test, "WINDOW_BATCH_SIZE", 4)
     # also run the horizontally flipped image and average the probabilities
-    _set_default(test, "FLIP", False)
+    set_default(test, "FLIP", False)
