@@ -36,6 +36,8 @@ def add_restr_config(cfg: CN) -> None:
     r = cfg.MODEL.RESTR
     # official alpha_loc (0 for the no-decoder model) and patch_thres (a pixel *count*)
     set_default(r, "PATCH_WEIGHT", 0.1)
+    # pixel dice loss weight (ours; 0 = the official BCE-only loss)
+    set_default(r, "DICE_WEIGHT", 0.0)
     set_default(r, "PATCH_LABEL_THRESHOLD", 0.8)
     # keep language pad tokens out of attention (language encoder and fusion); official: False.
     # Set it True for Hugging Face encoders, whose padding is not trained to be attended.

@@ -1,4 +1,5 @@
-"""ReSTR training loss: pixel BCE + ``patch_weight`` * patch BCE (official ``train_restr.py``)."""
+"""ReSTR training loss: pixel BCE + ``patch_weight`` * patch BCE (official ``train_restr.py``),
+optionally + ``dice_weight`` * pixel dice (ours, off by default)."""
 from typing import Dict, Tuple
 
 import torch
@@ -33,19 +34,31 @@ class ReferringCriterion(nn.Module):
       already outputs H x W), GT nearest-resized to (H, W) (a no-op too), BCE with logits;
     * patch: BCE with logits against ``patch_labels(gt, P, patch_threshold)``.
 
+    * dice (only when ``dice_weight > 0``): ``1 - (2 sum(p g) + 1) / (sum(p) + sum(g) + 1)`` per
+      image on the pixel probabilities, averaged. Not in the official recipe: when the referred
+      object covers a few percent of the image (small objects, training from scratch), mean BCE
+      is dominated by background pixels and the foreground rarely crosses 0.5; dice weighs the
+      object as a whole.
+
     ``weights`` gives the factors the meta-architecture applies: pixel 1, patch ``patch_weight``
-    (official ``alpha_loc`` 0.1; the official trainer sets it to 0 with ``--no_decoder``).
+    (official ``alpha_loc`` 0.1; the official trainer sets it to 0 with ``--no_decoder``), dice
+    ``dice_weight``.
     """
 
-    def __init__(self, patch_size: int, patch_weight: float = 0.1, patch_threshold: float = 0.8):
+    def __init__(self, patch_size: int, patch_weight: float = 0.1, patch_threshold: float = 0.8,
+                 dice_weight: float = 0.0):
         super().__init__()
         self.patch_size = int(patch_size)
         self.patch_weight = float(patch_weight)
         self.patch_threshold = float(patch_threshold)
+        self.dice_weight = float(dice_weight)
 
     @property
     def weights(self) -> Dict[str, float]:
-        return {"loss_pixel": 1.0, "loss_patch": self.patch_weight}
+        w = {"loss_pixel": 1.0, "loss_patch": self.patch_weight}
+        if self.dice_weight > 0:
+            w["loss_dice"] = self.dice_weight
+        return w
 
     def forward(
         self, pixel_logits: torch.Tensor, patch_logits: torch.Tensor, gt_masks: torch.Tensor
@@ -55,7 +68,13 @@ class ReferringCriterion(nn.Module):
         if tuple(pixel_logits.shape[-2:]) != size:
             pixel_logits = F.interpolate(pixel_logits, size=size, mode="bilinear", align_corners=True)
         p_labels = patch_labels(gt, self.patch_size, self.patch_threshold)
-        return {
+        losses = {
             "loss_pixel": F.binary_cross_entropy_with_logits(pixel_logits, gt),
             "loss_patch": F.binary_cross_entropy_with_logits(patch_logits, p_labels),
         }
+        if self.dice_weight > 0:
+            prob = pixel_logits.sigmoid().flatten(1)
+            g = gt.flatten(1)
+            dice = 1 - (2 * (prob * g).sum(1) + 1) / (prob.sum(1) + g.sum(1) + 1)
+            losses["loss_dice"] = dice.mean()
+        return losses

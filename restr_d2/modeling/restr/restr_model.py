@@ -126,7 +126,7 @@ class ReSTR(nn.Module):
             encoder_l=encoder_l,
             fusion_module=fusion,
             criterion=ReferringCriterion(
-                encoder_v.patch_size, r.PATCH_WEIGHT, r.PATCH_LABEL_THRESHOLD
+                encoder_v.patch_size, r.PATCH_WEIGHT, r.PATCH_LABEL_THRESHOLD, r.DICE_WEIGHT
             ),
             pixel_mean=cfg.MODEL.PIXEL_MEAN,
             pixel_std=cfg.MODEL.PIXEL_STD,
