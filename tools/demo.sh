@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
-CONFIG=${DEMO_CONFIG:-configs/shapes/segmenter_mask.yaml}
+CONFIG=${DEMO_CONFIG:-configs/shapes/mask2former_R18_panoptic.yaml}
 OUT=${DEMO_OUT:-output/demo}
 export DETECTRON2_DATASETS=${DETECTRON2_DATASETS:-datasets}
 ITERS_OPT=()
