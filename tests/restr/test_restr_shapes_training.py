@@ -8,7 +8,7 @@
 
 The shapes datasets read ``SHAPES_NUM_TRAIN`` / ``SHAPES_NUM_VAL`` / ``DETECTRON2_DATASETS`` at
 import, so every run is a subprocess with its own environment; this file is also the program
-that subprocess runs (``python test_shapes_training.py OUT.json CFG [MAX_ITER]``).
+that subprocess runs (``python test_restr_shapes_training.py OUT.json CFG [MAX_ITER]``).
 """
 import json
 import math
