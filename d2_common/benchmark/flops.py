@@ -1,0 +1,108 @@
+"""Model FLOPs (fvcore) and the machine's measured dense-matmul rate.
+
+fvcore counts one fused multiply-add as one "flop"; we report FLOPs = 2 x fvcore's count so
+that achieved GFLOP/s and the dense-matmul rate (2 n^3 / t) are in the same unit. Ops fvcore
+has no formula for (grid_sample, softmax, norms, element-wise) are listed as uncounted; they
+are memory-bound and small in FLOPs next to the matmuls and convolutions.
+"""
+import time
+from typing import Callable, Dict, Tuple
+
+import torch
+
+from .stats import percentile
+
+__all__ = ["count_flops", "matmul_gflops"]
+
+
+def _shape(v):
+    return v.type().sizes()
+
+
+def _sdpa_flop(inputs, outputs):
+    # q (.., L, E), k (.., S, E), v (.., S, Ev): QK^T is L*S*E MACs, attn@V is L*S*Ev MACs.
+    q, k, v = (_shape(x) for x in inputs[:3])
+    batch = 1
+    for d in q[:-2]:
+        batch *= d
+    return batch * q[-2] * k[-2] * (q[-1] + v[-1])
+
+
+def _baddbmm_flop(inputs, outputs):
+    b1, b2 = _shape(inputs[1]), _shape(inputs[2])
+    return b1[0] * b1[1] * b1[2] * b2[2]
+
+
+def _grid_sample_flop(inputs, outputs):
+    # bilinear: 4 weighted taps per output element
+    out = _shape(outputs[0])
+    n = 1
+    for d in out:
+        n *= d
+    return 4 * n
+
+
+_EXTRA_HANDLES = {
+    "aten::scaled_dot_product_attention": _sdpa_flop,
+    "aten::_scaled_dot_product_flash_attention_for_cpu": _sdpa_flop,
+    "aten::baddbmm": _baddbmm_flop,
+    "aten::grid_sampler": _grid_sample_flop,
+    "aten::grid_sampler_2d": _grid_sample_flop,
+}
+
+
+def count_flops(module: torch.nn.Module, inputs: Tuple) -> Dict[str, object]:
+    """FLOPs of one `module(*inputs)` call by fvcore tracing.
+
+    Returns {"gflop": 2*MACs/1e9, "by_operator": {op: gflop}, "uncounted_ops": {op: calls}}."""
+    from fvcore.nn import FlopCountAnalysis
+
+    analysis = FlopCountAnalysis(module, inputs)
+    analysis.set_op_handle(**_EXTRA_HANDLES)
+    analysis.unsupported_ops_warnings(False)
+    analysis.uncalled_modules_warnings(False)
+    analysis.tracer_warnings("none")
+    total = analysis.total()
+    return {
+        "gflop": 2.0 * total / 1e9,
+        "by_operator": {k: 2.0 * v / 1e9 for k, v in sorted(analysis.by_operator().items(),
+                                                              key=lambda kv: -kv[1])},
+        "uncounted_ops": dict(analysis.unsupported_ops()),
+    }
+
+
+def matmul_gflops(n: int = 2048, reps: int = 5) -> Dict[str, float]:
+    """Dense float32 (n x n) @ (n x n) rate at the current torch thread count: the physical
+    reference for achieved GFLOP/s (median and best of `reps`)."""
+    a = torch.randn(n, n)
+    b = torch.randn(n, n)
+    torch.mm(a, b)
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        times.append(time.perf_counter() - t0)
+    flop = 2.0 * n ** 3
+    return {"n": n, "median_gflops": flop / percentile(times, 50) / 1e9,
+            "best_gflops": flop / min(times) / 1e9, "threads": torch.get_num_threads()}
+
+
+def count_flops_dispatch(fn) -> Dict[str, object]:
+    """FLOPs of one `fn()` call counted at the PyTorch dispatcher (torch.utils.flop_counter):
+    matmuls, convolutions and scaled-dot-product attention, 2 FLOPs per multiply-add. Works on
+    any model (no tracing: string inputs are fine); used where fvcore cannot trace."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    def sdpa_cpu(query, key, value, *args, out_shape=None, **kwargs):
+        # torch's table has no entry for the CPU flash kernel; same formula as its GPU kernels
+        b, h, lq, e = query
+        return 2 * b * h * lq * key[-2] * (e + value[-1])
+
+    counter = FlopCounterMode(display=False, custom_mapping={
+        torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: sdpa_cpu})
+    with counter:
+        fn()
+    by_op = {str(k): v / 1e9 for k, v in counter.get_flop_counts().get("Global", {}).items()}
+    return {"gflop": counter.get_total_flops() / 1e9,
+            "by_operator": dict(sorted(by_op.items(), key=lambda kv: -kv[1])),
+            "uncounted_ops": {}}

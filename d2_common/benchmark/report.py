@@ -1,0 +1,110 @@
+"""Plain-text table, markdown and JSON of a benchmark report."""
+import json
+from typing import Dict, List
+
+__all__ = ["format_table", "to_markdown", "write_report"]
+
+
+def _fmt(v, nd=1):
+    return "-" if v is None else f"{v:.{nd}f}"
+
+
+def _timing_lines(section: Dict) -> List[List[str]]:
+    out = []
+    for r in section["rows"]:
+        out.append([section["preset"], r["case"], r["impl"], str(r["batch"]),
+                    "x".join(str(s) for s in r["size"]), _fmt(r["median_ms"]),
+                    f"{_fmt(r['q1_ms'])}-{_fmt(r['q3_ms'])}", f"{_fmt(r['p10_ms'])}-{_fmt(r['p90_ms'])}",
+                    _fmt(r["images_per_s"], 2), _fmt(r.get("achieved_gflops")),
+                    _fmt(100 * r["fraction_of_matmul"], 1) if "fraction_of_matmul" in r else "-"])
+    return out
+
+
+_TIMING_HEAD = ["preset", "case", "impl", "batch", "size", "median ms", "IQR (q1-q3) ms",
+                "p10-p90 ms", "images/s", "GFLOP/s", "% of matmul"]
+_RATIO_HEAD = ["preset", "case", "batch", "ours/peer latency", "speed-up vs peer"]
+_MEM_HEAD = ["preset", "case", "impl", "batch", "peak RSS MiB", "baseline MiB",
+             "peak - baseline MiB", "step delta MiB", "method"]
+
+
+def _ratio_lines(section):
+    return [[section["preset"], r["case"], str(r["batch"]), _fmt(r["latency_ours_over_peer"], 3),
+             _fmt(r["speedup_ours_vs_peer"], 2) + "x"] for r in section["ratios"]]
+
+
+def _mem_lines(section):
+    return [[section["preset"], m["case"], m["impl"], str(m["batch"]), _fmt(m["peak_rss_mb"]),
+             _fmt(m["baseline_rss_mb"]), _fmt(m["peak_over_baseline_mb"]), _fmt(m["step_delta_mb"]),
+             m["method"]] for m in section["memory"]]
+
+
+def _text_table(head, lines):
+    widths = [max(len(h), *(len(l[i]) for l in lines)) if lines else len(h) for i, h in enumerate(head)]
+    fmt = "  ".join("{:<%d}" % w for w in widths)
+    return "\n".join([fmt.format(*head), fmt.format(*("-" * w for w in widths))]
+                     + [fmt.format(*l) for l in lines])
+
+
+def _md_table(head, lines):
+    return "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+                     + ["| " + " | ".join(l) + " |" for l in lines])
+
+
+def _sections(report, table):
+    secs = report["presets"]
+    parts = [table(_TIMING_HEAD, [l for s in secs for l in _timing_lines(s)])]
+    ratio = [l for s in secs for l in _ratio_lines(s)]
+    if ratio:
+        parts.append(table(_RATIO_HEAD, ratio))
+    mem = [l for s in secs for l in _mem_lines(s)]
+    if mem:
+        parts.append(table(_MEM_HEAD, mem))
+    return parts
+
+
+def _machine_line(report):
+    m = report["machine"]
+    mm = m.get("matmul") or {}
+    return (f"torch {m['torch']}, {m['threads']} threads, CPU {m['cpu']}, "
+            f"load average {m['loadavg_before']} -> {m['loadavg_after']}, dense fp32 matmul "
+            f"n={mm.get('n')}: {_fmt(mm.get('median_gflops'))} GFLOP/s median "
+            f"({_fmt(mm.get('best_gflops'))} best)")
+
+
+def format_table(report: Dict) -> str:
+    parts = [_machine_line(report)] + _sections(report, _text_table)
+    for s in report["presets"]:
+        if s.get("flops"):
+            parts.append(f"{s['preset']}: {s['flops']['gflop_per_image']:.2f} GFLOP per image "
+                         f"(network, fvcore x2)")
+        for msg in s.get("skipped", []):
+            parts.append(f"{s['preset']}: skipped {msg}")
+    return "\n\n".join(parts)
+
+
+def to_markdown(report: Dict) -> str:
+    parts = [f"Command: `{report['command']}`", "Machine: " + _machine_line(report)]
+    parts += _sections(report, _md_table)
+    for s in report["presets"]:
+        if s.get("flops"):
+            f = s["flops"]
+            parts.append(f"{s['preset']}: {f['gflop_per_image']:.2f} GFLOP per image; uncounted "
+                         f"ops: {', '.join(f['uncounted_ops']) or 'none'}")
+        for key, prof in s.get("profile", {}).items():
+            lines = [[o["op"], str(o["calls"]), _fmt(o["self_cpu_ms"]), _fmt(o["pct"])]
+                     for o in prof["top_ops"]]
+            parts.append(f"Profile {s['preset']} {key} (self CPU, total "
+                         f"{prof['total_self_cpu_ms']:.1f} ms):\n\n"
+                         + _md_table(["op", "calls", "self ms", "%"], lines))
+        for msg in s.get("skipped", []):
+            parts.append(f"{s['preset']}: skipped {msg}")
+    return "\n\n".join(parts) + "\n"
+
+
+def write_report(report: Dict, json_path=None, md_path=None):
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(report, f, indent=1)
+    if md_path:
+        with open(md_path, "w") as f:
+            f.write(to_markdown(report))

@@ -1,0 +1,62 @@
+"""Smoke test of tools/benchmark.py on the tiny Mask2Former preset (1 repetition): the report's
+structure, not its timings."""
+import json
+
+from d2_common.benchmark.stats import summarize
+from d2_common.benchmark.timing import interleaved_timings
+
+
+def test_summary_statistics():
+    s = summarize([0.001, 0.002, 0.003, 0.004, 0.010])
+    assert s["n"] == 5 and s["median_ms"] == 3.0
+    assert (s["q1_ms"], s["q3_ms"], s["iqr_ms"]) == (2.0, 4.0, 2.0)
+    assert abs(s["p90_ms"] - 7.6) < 1e-9 and abs(s["p10_ms"] - 1.4) < 1e-9
+
+
+def test_interleaving_alternates_the_order():
+    calls = []
+    interleaved_timings({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")},
+                        reps=3, warmup=1)
+    assert calls == ["a", "b", "a", "b", "b", "a", "a", "b"]
+
+
+def test_benchmark_tool_report_structure(tmp_path):
+    from tools.benchmark import main
+
+    out_json, out_md = tmp_path / "bench.json", tmp_path / "bench.md"
+    assert main(["--preset", "tiny_m2f_swin", "--batch", "2", "--reps", "1", "--warmup", "0",
+                 "--matmul-n", "256", "--modes", "network", "train", "flops",
+                 "--json", str(out_json), "--md", str(out_md)]) == 0
+    report = json.loads(out_json.read_text())
+    assert report["machine"]["threads"] == 2 and report["machine"]["matmul"]["median_gflops"] > 0
+    (sec,) = report["presets"]
+    assert sec["preset"] == "tiny_m2f_swin" and sec["impls"] == ["ours", "peer"]
+    cases = {(r["case"], r["impl"], r["batch"]) for r in sec["rows"]}
+    assert cases == {(c, i, b) for c, b in [("network", 1), ("network", 2), ("train", 2)]
+                     for i in ("ours", "peer")}
+    for r in sec["rows"]:
+        assert r["n"] == 1 and r["median_ms"] > 0 and r["p10_ms"] <= r["median_ms"] <= r["p90_ms"]
+        assert r["images_per_s"] > 0
+        if r["case"] == "network":
+            assert r["achieved_gflops"] > 0 and 0 < r["fraction_of_matmul"]
+    assert {(q["case"], q["batch"]) for q in sec["ratios"]} == {("network", 1), ("network", 2), ("train", 2)}
+    for q in sec["ratios"]:
+        assert abs(q["latency_ours_over_peer"] * q["speedup_ours_vs_peer"] - 1) < 1e-9
+    assert sec["flops"]["gflop_per_image"] > 0.05
+    assert sec["memory"] == [] and sec["skipped"] == []
+    md = out_md.read_text()
+    assert "| tiny_m2f_swin | network | ours | 1 | 64x64 |" in md and "speed-up vs peer" in md
+
+
+def test_benchmark_memory_worker(tmp_path):
+    from tools.benchmark import main
+
+    out_json = tmp_path / "bench.json"
+    assert main(["--preset", "tiny_m2f_swin", "--no-peer", "--reps", "1", "--warmup", "0",
+                 "--matmul-n", "128", "--modes", "network", "memory", "--json", str(out_json)]) == 0
+    (sec,) = json.loads(out_json.read_text())["presets"]
+    (mem,) = sec["memory"]
+    assert (mem["case"], mem["impl"], mem["batch"]) == ("network", "ours", 1)
+    assert mem["peak_rss_mb"] >= mem["rss_before_step_mb"] > mem["baseline_rss_mb"] > 100
+    assert mem["peak_over_baseline_mb"] > 1  # the model's weights at least
+    assert mem["method"].startswith(("VmHWM", "ru_maxrss"))
