@@ -81,3 +81,13 @@ def test_window_attention_equals_explicit_softmax():
     ref = attn.proj((logits.softmax(-1) @ v).transpose(1, 2).reshape(x.shape[0], ws * ws, dim))
     torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
     assert (mask == -100).any() and (mask == 0).any()
+
+
+@pytest.mark.parametrize("size", [(96, 128), (64, 224)])
+def test_forward_one_window_high_several_wide(swin_t, size):
+    # res4 of a 96x128 input is 6x8: padded to one 7x7 window high and two wide, where the
+    # window partition used to produce a view that could not be reshaped
+    with torch.no_grad():
+        out = swin_t(torch.randn(1, 3, *size))
+    assert out["res4"].shape[-2:] == (size[0] // 16, size[1] // 16)
+    assert all(torch.isfinite(v).all() for v in out.values())

@@ -33,7 +33,9 @@ def window_partition(x: torch.Tensor, ws: int) -> torch.Tensor:
     """(B, H, W, C) with H, W multiples of ws -> (B * nW, ws, ws, C)."""
     b, h, w, c = x.shape
     x = x.view(b, h // ws, ws, w // ws, ws, c)
-    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, ws, ws, c)
+    # contiguous: with one window along H the permuted tensor can be a view that a later
+    # .view() cannot reshape
+    return x.permute(0, 1, 3, 2, 4, 5).contiguous().view(-1, ws, ws, c)
 
 
 def window_reverse(windows: torch.Tensor, ws: int, h: int, w: int) -> torch.Tensor:

@@ -220,7 +220,8 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         for i in range(self.num_layers):
             level = i % self.num_feature_levels
             # A query whose mask is empty at this scale would attend to nothing: let it see everything.
-            attn_mask[attn_mask.all(-1)] = False
+            # (a broadcast instead of boolean-index assignment: no host sync, no scatter)
+            attn_mask = attn_mask & ~attn_mask.all(-1, keepdim=True)
             output = self.transformer_cross_attention_layers[i](
                 output, src[level], memory_mask=attn_mask, memory_key_padding_mask=None,
                 pos=pos[level], query_pos=query_embed,
