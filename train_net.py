@@ -10,6 +10,8 @@ Without GPUs, ``--num-gpus N`` starts N CPU processes joined by gloo.
 import logging
 import os
 
+import torch
+
 from detectron2.config import get_cfg
 from detectron2.engine import default_argument_parser, default_setup
 from detectron2.evaluation import verify_results
@@ -45,13 +47,24 @@ def build_cfg():
     return cfg
 
 
-def setup(args):
+def load_config(config_file, opts=()):
+    """``build_cfg()`` merged with a YAML file and ``KEY VALUE`` overrides, frozen.
+
+    Unknown keys get a did-you-mean, wrong types name the expected type; nothing is merged from a
+    file or list that has a problem. A CUDA device without CUDA is an error, not a crash later.
+    """
     cfg = build_cfg()
-    # unknown keys get a did-you-mean, wrong types name the expected type; nothing is merged
-    # from a file or list that has a problem
-    merge_from_file_checked(cfg, args.config_file)
-    merge_from_list_checked(cfg, args.opts)
+    merge_from_file_checked(cfg, config_file)
+    merge_from_list_checked(cfg, list(opts))
+    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"MODEL.DEVICE is {cfg.MODEL.DEVICE!r} but CUDA is not available; "
+                           "override it with MODEL.DEVICE cpu")
     cfg.freeze()
+    return cfg
+
+
+def setup(args):
+    cfg = load_config(args.config_file, args.opts)
     # datasets registered, NUM_CLASSES vs dataset metadata, MODEL.WEIGHTS exists
     check_config(cfg, check_weights=not args.resume)
     default_setup(cfg, args)

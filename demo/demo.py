@@ -26,29 +26,19 @@ for _p in (os.path.dirname(_DEMO_DIR), _DEMO_DIR):
         sys.path.insert(0, _p)
 
 import cv2  # noqa: E402
-import torch  # noqa: E402
 
 from detectron2.data.detection_utils import read_image  # noqa: E402
 from detectron2.utils.logger import setup_logger  # noqa: E402
 
 from predictor import TASKS, VisualizationDemo, is_referring_config  # noqa: E402
-from train_net import build_cfg  # noqa: E402
+from train_net import load_config  # noqa: E402
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 logger = logging.getLogger("restr_d2.demo")
 
 
 def setup_cfg(args):
-    cfg = build_cfg()
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
-    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(
-            f"MODEL.DEVICE is {cfg.MODEL.DEVICE!r} but CUDA is not available; add "
-            "`--opts MODEL.DEVICE cpu`"
-        )
-    cfg.freeze()
-    return cfg
+    return load_config(args.config_file, args.opts or [])
 
 
 def get_parser():

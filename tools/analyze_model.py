@@ -34,7 +34,7 @@ from detectron2.modeling import build_model  # noqa: E402
 from fvcore.nn import parameter_count_table  # noqa: E402
 from detectron2.utils.logger import setup_logger  # noqa: E402
 
-from train_net import build_cfg  # noqa: E402
+from train_net import load_config  # noqa: E402
 
 __all__ = ["count_parameters", "count_flops", "InferenceAdapter", "main"]
 
@@ -126,16 +126,7 @@ def count_flops(model, image, sentence=None):
 
 
 def setup_cfg(args):
-    cfg = build_cfg()
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
-    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(
-            f"MODEL.DEVICE is {cfg.MODEL.DEVICE!r} but CUDA is not available; add "
-            "`--opts MODEL.DEVICE cpu`"
-        )
-    cfg.freeze()
-    return cfg
+    return load_config(args.config_file, args.opts or [])
 
 
 def default_input_size(cfg):

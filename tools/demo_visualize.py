@@ -23,7 +23,7 @@ from detectron2.data.detection_utils import read_image  # noqa: E402
 from detectron2.utils.logger import setup_logger  # noqa: E402
 
 from demo.predictor import VisualizationDemo  # noqa: E402
-from train_net import build_cfg  # noqa: E402
+from train_net import load_config  # noqa: E402
 
 
 def main(argv=None):
@@ -38,10 +38,7 @@ def main(argv=None):
     setup_logger(name="restr_d2")
     logger = logging.getLogger("restr_d2.demo_visualize")
 
-    cfg = build_cfg()
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(["MODEL.WEIGHTS", args.weights] + args.opts)
-    cfg.freeze()
+    cfg = load_config(args.config_file, ["MODEL.WEIGHTS", args.weights] + args.opts)
     demo = VisualizationDemo(cfg, confidence_threshold=args.confidence_threshold)
     records = DatasetCatalog.get(cfg.DATASETS.TEST[0])
     if demo.referring:  # a few sentences for each of the first images

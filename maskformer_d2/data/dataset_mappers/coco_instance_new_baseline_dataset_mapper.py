@@ -1,17 +1,15 @@
 import copy
-import logging
 
 import numpy as np
 import torch
 
-from detectron2.config import configurable
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from detectron2.structures import Boxes, Instances, PolygonMasks
 
 from d2_common.engine.mapper_registry import register_mapper
 
-from .lsj import build_lsj_augmentation
+from .lsj import LSJDatasetMapperBase
 from .mask_former_instance_dataset_mapper import segmentation_to_mask
 from .utils import read_image_checked
 
@@ -19,7 +17,7 @@ __all__ = ["COCOInstanceNewBaselineDatasetMapper"]
 
 
 @register_mapper("coco_instance_lsj")
-class COCOInstanceNewBaselineDatasetMapper:
+class COCOInstanceNewBaselineDatasetMapper(LSJDatasetMapperBase):
     """COCO instance mapper with large-scale jitter (Mask2Former's "new baseline").
 
     Output: ``image`` uint8 (3, S, S) with S = ``INPUT.IMAGE_SIZE`` (FixedSizeCrop pads with 0);
@@ -27,21 +25,6 @@ class COCOInstanceNewBaselineDatasetMapper:
     with ``gt_classes`` (N,), ``gt_boxes`` (tight boxes of the transformed masks) and
     ``gt_masks`` bool (N, S, S), empty instances removed.
     """
-
-    @configurable
-    def __init__(self, is_train=True, *, tfm_gens, image_format):
-        self.tfm_gens = tfm_gens
-        self.img_format = image_format
-        self.is_train = is_train
-        logging.getLogger(__name__).info(f"[{type(self).__name__}] augmentations: {tfm_gens}")
-
-    @classmethod
-    def from_config(cls, cfg, is_train=True):
-        return {
-            "is_train": is_train,
-            "tfm_gens": build_lsj_augmentation(cfg, is_train),
-            "image_format": cfg.INPUT.FORMAT,
-        }
 
     def __call__(self, dataset_dict):
         dataset_dict = copy.deepcopy(dataset_dict)

@@ -1,24 +1,22 @@
 import copy
-import logging
 
 import numpy as np
 import torch
 
-from detectron2.config import configurable
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from detectron2.structures import BitMasks, Boxes
 
 from d2_common.engine.mapper_registry import register_mapper
 
-from .lsj import build_lsj_augmentation
+from .lsj import LSJDatasetMapperBase
 from .utils import masks_to_instances, read_image_checked, read_panoptic_png, rgb2id
 
 __all__ = ["COCOPanopticNewBaselineDatasetMapper"]
 
 
 @register_mapper("coco_panoptic_lsj")
-class COCOPanopticNewBaselineDatasetMapper:
+class COCOPanopticNewBaselineDatasetMapper(LSJDatasetMapperBase):
     """COCO panoptic mapper with large-scale jitter (Mask2Former's "new baseline").
 
     Output: ``image`` uint8 (3, S, S), S = ``INPUT.IMAGE_SIZE``; in training ``instances``
@@ -26,21 +24,6 @@ class COCOPanopticNewBaselineDatasetMapper:
     ``gt_boxes`` (N, 4) (padding and cropped-away segments give empty masks / zero boxes,
     as in the official mapper).
     """
-
-    @configurable
-    def __init__(self, is_train=True, *, tfm_gens, image_format):
-        self.tfm_gens = tfm_gens
-        self.img_format = image_format
-        self.is_train = is_train
-        logging.getLogger(__name__).info(f"[{type(self).__name__}] augmentations: {tfm_gens}")
-
-    @classmethod
-    def from_config(cls, cfg, is_train=True):
-        return {
-            "is_train": is_train,
-            "tfm_gens": build_lsj_augmentation(cfg, is_train),
-            "image_format": cfg.INPUT.FORMAT,
-        }
 
     def __call__(self, dataset_dict):
         dataset_dict = copy.deepcopy(dataset_dict)
