@@ -98,7 +98,8 @@ def test_restr_shapes_train_and_eval_tiny(tmp_path):
     assert (manifest["config"]["num_train"], manifest["config"]["num_val"]) == (8, 4), manifest["config"]
     losses = report["losses"]
     assert len(losses) >= 1 and all(math.isfinite(x) for x in losses), losses
-    assert report["loss_keys"] == ["loss_patch", "loss_pixel"], report["loss_keys"]
+    # restr_shapes.yaml adds the pixel dice term (MODEL.RESTR.DICE_WEIGHT 1.0) to the official two
+    assert report["loss_keys"] == ["loss_dice", "loss_patch", "loss_pixel"], report["loss_keys"]
     res = report["eval_results"]
     assert set(res) == {"referring"}, res.keys()
     _check_metrics(res["referring"])

@@ -17,6 +17,26 @@ __all__ = ["D2PlainViT"]
 logger = logging.getLogger(__name__)
 
 
+def vit_kwargs_from_config(cfg) -> Dict:
+    """``VisionTransformer`` keyword arguments from ``MODEL.VIT.*`` (shared by the detectron2
+    backbone and ReSTR's vision encoder)."""
+    v = cfg.MODEL.VIT
+    return dict(
+        image_size=tuple(v.IMAGE_SIZE),
+        patch_size=v.PATCH_SIZE,
+        embed_dim=v.EMBED_DIM,
+        depth=v.DEPTH,
+        num_heads=v.NUM_HEADS,
+        mlp_ratio=v.MLP_RATIO,
+        num_classes=v.NUM_CLASSES,
+        dropout=v.DROPOUT,
+        drop_path_rate=v.DROP_PATH_RATE,
+        distilled=v.DISTILLED,
+        attn_impl=v.ATTN_IMPL,
+        pos_embed_interp=v.POS_EMBED_INTERP,
+    )
+
+
 @BACKBONE_REGISTRY.register()
 class D2PlainViT(VisionTransformer, Backbone):
     """Plain ViT as a detectron2 backbone.
@@ -41,25 +61,9 @@ class D2PlainViT(VisionTransformer, Backbone):
 
     @classmethod
     def from_config(cls, cfg, input_shape=None):
-        v = cfg.MODEL.VIT
         in_chans = input_shape.channels if input_shape is not None else len(cfg.MODEL.PIXEL_MEAN)
-        logger.info(f"D2PlainViT: attention implementation {v.ATTN_IMPL!r} (MODEL.VIT.ATTN_IMPL)")
-        return dict(
-            image_size=tuple(v.IMAGE_SIZE),
-            patch_size=v.PATCH_SIZE,
-            embed_dim=v.EMBED_DIM,
-            depth=v.DEPTH,
-            num_heads=v.NUM_HEADS,
-            mlp_ratio=v.MLP_RATIO,
-            num_classes=v.NUM_CLASSES,
-            dropout=v.DROPOUT,
-            drop_path_rate=v.DROP_PATH_RATE,
-            distilled=v.DISTILLED,
-            in_chans=in_chans,
-            attn_impl=v.ATTN_IMPL,
-            pos_embed_interp=v.POS_EMBED_INTERP,
-            out_feature=v.OUT_FEATURE,
-        )
+        logger.info(f"D2PlainViT: attention implementation {cfg.MODEL.VIT.ATTN_IMPL!r} (MODEL.VIT.ATTN_IMPL)")
+        return dict(vit_kwargs_from_config(cfg), in_chans=in_chans, out_feature=cfg.MODEL.VIT.OUT_FEATURE)
 
     @property
     def size_divisibility(self) -> int:

@@ -14,6 +14,7 @@ from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.structures import ImageList
 from torch import nn
 
+from ..backbone.d2_vit import vit_kwargs_from_config
 from ..backbone.vit import VisionTransformer
 from ..language.blocks import init_official_weights
 from ..language.build import build_language_encoder
@@ -31,20 +32,7 @@ def build_restr_vit(cfg) -> VisionTransformer:
     is xavier-uniform with zero bias, unlike Segmenter's)."""
     v = cfg.MODEL.VIT
     logger.info(f"ReSTR vision encoder: ViT {v.EMBED_DIM}x{v.DEPTH}, attention {v.ATTN_IMPL!r}")
-    vit = VisionTransformer(
-        image_size=tuple(v.IMAGE_SIZE),
-        patch_size=v.PATCH_SIZE,
-        embed_dim=v.EMBED_DIM,
-        depth=v.DEPTH,
-        num_heads=v.NUM_HEADS,
-        mlp_ratio=v.MLP_RATIO,
-        num_classes=v.NUM_CLASSES,
-        dropout=v.DROPOUT,
-        drop_path_rate=v.DROP_PATH_RATE,
-        distilled=v.DISTILLED,
-        attn_impl=v.ATTN_IMPL,
-        pos_embed_interp=v.POS_EMBED_INTERP,
-    )
+    vit = VisionTransformer(**vit_kwargs_from_config(cfg))
     vit.patch_embed.proj.apply(init_official_weights)
     return vit
 
