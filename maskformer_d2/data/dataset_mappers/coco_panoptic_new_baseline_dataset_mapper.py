@@ -10,7 +10,7 @@ from detectron2.structures import BitMasks, Boxes
 from d2_common.engine.mapper_registry import register_mapper
 
 from .lsj import LSJDatasetMapperBase
-from .utils import masks_to_instances, read_image_checked, read_panoptic_png, rgb2id
+from .utils import read_image_checked, read_panoptic_png, rgb2id, segments_to_instances
 
 __all__ = ["COCOPanopticNewBaselineDatasetMapper"]
 
@@ -38,11 +38,8 @@ class COCOPanopticNewBaselineDatasetMapper(LSJDatasetMapperBase):
         if "pan_seg_file_name" in dataset_dict:
             pan = read_panoptic_png(dataset_dict.pop("pan_seg_file_name"), dataset_dict["segments_info"])
             pan = rgb2id(transforms.apply_segmentation(pan))
-            kept = [s for s in dataset_dict["segments_info"] if not s["iscrowd"]]
-            instances = masks_to_instances(
-                image_shape, [s["category_id"] for s in kept], [pan == s["id"] for s in kept]
-            )
-            if len(kept):
+            instances = segments_to_instances(image_shape, pan, dataset_dict["segments_info"])
+            if len(instances):
                 instances.gt_boxes = BitMasks(instances.gt_masks).get_bounding_boxes()
             else:
                 instances.gt_boxes = Boxes(torch.zeros((0, 4)))

@@ -10,7 +10,7 @@ from detectron2.data import transforms as T
 
 from d2_common.engine.mapper_registry import register_mapper
 
-from .utils import masks_to_instances, read_image_checked, read_panoptic_png, rgb2id
+from .utils import read_image_checked, read_panoptic_png, rgb2id, segments_to_instances
 
 __all__ = ["DETRPanopticDatasetMapper"]
 
@@ -69,8 +69,5 @@ class DETRPanopticDatasetMapper:
         if "pan_seg_file_name" in dataset_dict:
             pan = read_panoptic_png(dataset_dict.pop("pan_seg_file_name"), dataset_dict["segments_info"])
             pan = rgb2id(transforms.apply_segmentation(pan))
-            kept = [s for s in dataset_dict["segments_info"] if not s["iscrowd"]]
-            dataset_dict["instances"] = masks_to_instances(
-                image_shape, [s["category_id"] for s in kept], [pan == s["id"] for s in kept]
-            )
+            dataset_dict["instances"] = segments_to_instances(image_shape, pan, dataset_dict["segments_info"])
         return dataset_dict

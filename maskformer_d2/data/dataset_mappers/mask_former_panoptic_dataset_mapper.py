@@ -10,7 +10,7 @@ from detectron2.data import transforms as T
 from d2_common.engine.mapper_registry import register_mapper
 
 from .mask_former_semantic_dataset_mapper import MaskFormerSemanticDatasetMapper
-from .utils import masks_to_instances, pad_to_size, read_image_checked, read_panoptic_png, rgb2id
+from .utils import pad_to_size, read_image_checked, read_panoptic_png, rgb2id, segments_to_instances
 
 __all__ = ["MaskFormerPanopticDatasetMapper"]
 
@@ -68,11 +68,7 @@ class MaskFormerPanopticDatasetMapper(MaskFormerSemanticDatasetMapper):
         dataset_dict["image"] = image
         if sem_seg_gt is not None:
             dataset_dict["sem_seg"] = sem_seg_gt.long()
-        pan = pan_seg_gt.numpy()
-        kept = [s for s in segments_info if not s["iscrowd"]]
-        dataset_dict["instances"] = masks_to_instances(
-            tuple(image.shape[-2:]),
-            [s["category_id"] for s in kept],
-            [pan == s["id"] for s in kept],
+        dataset_dict["instances"] = segments_to_instances(
+            tuple(image.shape[-2:]), pan_seg_gt.numpy(), segments_info
         )
         return dataset_dict

@@ -7,7 +7,10 @@ from detectron2.structures import Instances
 
 from d2_common.validation import check_panoptic_ids, read_image_checked
 
-__all__ = ["read_image_checked", "read_panoptic_png", "rgb2id", "pad_to_size", "masks_to_instances"]
+__all__ = [
+    "read_image_checked", "read_panoptic_png", "rgb2id", "pad_to_size", "masks_to_instances",
+    "segments_to_instances",
+]
 
 
 def read_panoptic_png(file_name, segments_info):
@@ -55,3 +58,12 @@ def masks_to_instances(image_shape, classes, masks):
             [torch.as_tensor(np.ascontiguousarray(m), dtype=torch.bool) for m in masks]
         )
     return instances
+
+
+def segments_to_instances(image_shape, pan_ids, segments_info):
+    """One instance per non-crowd segment of an (H, W) panoptic id map: ``gt_classes`` its
+    contiguous ``category_id``, ``gt_masks`` ``pan_ids == id`` (empty if cropped away)."""
+    kept = [s for s in segments_info if not s["iscrowd"]]
+    return masks_to_instances(
+        image_shape, [s["category_id"] for s in kept], [pan_ids == s["id"] for s in kept]
+    )
