@@ -111,6 +111,22 @@ def _metadata_name(cfg) -> str:
     return name
 
 
+def _train_step_closure(model, inputs, opt) -> Callable[[], float]:
+    """One detectron2-style training step (loss dict -> sum -> backward -> step) as a closure."""
+
+    def run():
+        model.train()
+        losses = model(inputs)
+        loss = sum(losses.values())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        model.eval()
+        return float(loss.detach())
+
+    return run
+
+
 def _adamw(model: torch.nn.Module) -> torch.optim.Optimizer:
     return torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5,
                              weight_decay=0.05)
@@ -199,19 +215,7 @@ class D2MaskFormerBench:
         inputs = self._inputs(batch, with_targets=True)
         if self._optimizer is None:
             self._optimizer = _adamw(model)
-        opt = self._optimizer
-
-        def run():
-            model.train()
-            losses = model(inputs)
-            loss = sum(losses.values())
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            model.eval()
-            return float(loss.detach())
-
-        return run
+        return _train_step_closure(model, inputs, self._optimizer)
 
 
 class HFMask2FormerBench:
@@ -346,16 +350,4 @@ class D2GenericBench:
         model, inputs = self.model, self.make_inputs(batch, True)
         if self._optimizer is None:
             self._optimizer = _adamw(model)
-        opt = self._optimizer
-
-        def run():
-            model.train()
-            losses = model(inputs)
-            loss = sum(losses.values())
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            model.eval()
-            return float(loss.detach())
-
-        return run
+        return _train_step_closure(model, inputs, self._optimizer)
