@@ -9,7 +9,14 @@ from detectron2.modeling import build_backbone
 from detectron2.projects.deeplab import add_deeplab_config
 
 from maskformer_d2 import add_maskformer2_config
-from maskformer_d2.modeling.backbone.swin import WindowAttention, shifted_window_mask
+import torch.nn.functional as F
+
+from maskformer_d2.modeling.backbone.swin import (
+    WindowAttention,
+    shifted_window_mask,
+    window_gather_index,
+    window_partition,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 SWIN_T = REPO / "configs/mask2former/coco/panoptic-segmentation/swin/maskformer2_swin_tiny_bs16_50ep.yaml"
@@ -91,3 +98,22 @@ def test_forward_one_window_high_several_wide(swin_t, size):
         out = swin_t(torch.randn(1, 3, *size))
     assert out["res4"].shape[-2:] == (size[0] // 16, size[1] // 16)
     assert all(torch.isfinite(v).all() for v in out.values())
+
+
+@pytest.mark.parametrize("h,w,ws,shift", [(9, 11, 3, 1), (6, 6, 3, 0), (5, 12, 7, 3), (14, 14, 7, 3), (4, 4, 7, 0)])
+def test_window_gather_index_equals_pad_roll_partition(h, w, ws, shift):
+    """The block's single gather equals the official pad -> roll(-shift) -> window partition,
+    and its inverse equals window reverse -> roll(+shift) -> crop."""
+    c = 2
+    tokens = torch.randn(1, h * w, c)
+    hp, wp = -(-h // ws) * ws, -(-w // ws) * ws
+    padded = F.pad(tokens.view(1, h, w, c), (0, 0, 0, wp - w, 0, hp - h))
+    rolled = torch.roll(padded, shifts=(-shift, -shift), dims=(1, 2)) if shift else padded
+    expected = window_partition(rolled, ws).view(1, -1, c)
+
+    to_windows, from_windows = window_gather_index(h, w, ws, shift, "cpu")
+    with_zero = torch.cat([tokens, tokens.new_zeros(1, 1, c)], 1)
+    windows = with_zero.index_select(1, to_windows)
+    assert torch.equal(windows, expected)
+    assert torch.equal(windows.index_select(1, from_windows), tokens)
+    assert sorted(from_windows.tolist()) == sorted(set(from_windows.tolist()))  # a permutation
