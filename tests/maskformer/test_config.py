@@ -100,7 +100,7 @@ def test_required_keys_and_switches():
     assert (mf.TRAIN_NUM_POINTS, mf.OVERSAMPLE_RATIO, mf.IMPORTANCE_SAMPLE_RATIO) == (12544, 3.0, 0.75)
     assert head.DEFORMABLE_TRANSFORMER_ENCODER_IN_FEATURES == ["res3", "res4", "res5"]
     assert head.DEFORMABLE_TRANSFORMER_ENCODER_N_POINTS == 4 and head.DEFORMABLE_TRANSFORMER_ENCODER_N_HEADS == 8
-    assert head.MSDEFORMATTN_IMPL == "pytorch" and mf.POINT_LOSS == "sigmoid_ce"
+    assert head.MSDEFORMATTN_IMPL == "gather" and mf.POINT_LOSS == "sigmoid_ce"
     assert cfg.MODEL.SWIN.USE_CHECKPOINT is False and cfg.MODEL.SWIN.DEPTHS == [2, 2, 6, 2]
     assert mf.TRANSFORMER_DECODER_NAME == "MultiScaleMaskedTransformerDecoder"
     assert _cfg(add_mask_former_config).MODEL.MASK_FORMER.TRANSFORMER_DECODER_NAME == "StandardTransformerDecoder"

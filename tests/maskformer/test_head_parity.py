@@ -133,15 +133,17 @@ def test_head_outputs_match_official(name, weights, features):
         print(f"  {k}: {v:.3g}")
 
 
-def test_levelwise_msdeformattn_matches_official(features):
+@pytest.mark.parametrize("impl", ["pytorch", "pytorch_levelwise", "gather"])
+def test_each_msdeformattn_core_matches_official(features, impl):
     # Non-trivial weights: offsets and attention weights depend on the query.
-    head = build_head("m2f_head", "MODEL.SEM_SEG_HEAD.MSDEFORMATTN_IMPL", "pytorch_levelwise")
-    assert head.pixel_decoder.transformer.encoder.layers[0].self_attn.impl == "pytorch_levelwise"
+    head = build_head("m2f_head", "MODEL.SEM_SEG_HEAD.MSDEFORMATTN_IMPL", impl)
+    assert head.pixel_decoder.transformer.encoder.layers[0].self_attn.impl == impl
     nontrivial = load(FIX / "m2f_head" / "nontrivial.pt")
     head.load_state_dict({**load(FIX / "m2f_head" / "state_dict.pt"), **nontrivial["overrides"]}, strict=True)
     with torch.no_grad():
         diffs = max_diffs(head(features), nontrivial["outputs"])
-    print(f"\n[m2f_head/nontrivial, pytorch_levelwise] max abs diff: {max(diffs.values()):.3g}")
+    print(f"\n[m2f_head/nontrivial, {impl}] max abs diff: {max(diffs.values()):.3g}")
+
 
 
 # Full-size official heads: every sem_seg_head.* key of the official model, in order, with shape.

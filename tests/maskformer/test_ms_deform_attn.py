@@ -1,13 +1,17 @@
-"""Multi-scale deformable attention in pure PyTorch: semantics, gradients, both cores agree."""
+"""Multi-scale deformable attention in pure PyTorch: semantics, gradients, all cores agree."""
 import math
 
 import pytest
 import torch
 
 from maskformer_d2.layers import MSDeformAttn, get_ms_deform_attn_core
-from maskformer_d2.layers.ms_deform_attn import ms_deform_attn_core_levelwise, ms_deform_attn_core_pytorch
+from maskformer_d2.layers.ms_deform_attn import (
+    ms_deform_attn_core_gather,
+    ms_deform_attn_core_levelwise,
+    ms_deform_attn_core_pytorch,
+)
 
-CORES = [ms_deform_attn_core_pytorch, ms_deform_attn_core_levelwise]
+CORES = [ms_deform_attn_core_pytorch, ms_deform_attn_core_levelwise, ms_deform_attn_core_gather]
 SHAPES = [(3, 4), (2, 3)]  # (H, W) per level
 
 
@@ -64,22 +68,41 @@ def test_core_gradcheck_float64(core):
     assert torch.autograd.gradcheck(lambda v, l, a: core(v, SHAPES, l, a), (value, loc, w), eps=1e-6, atol=1e-5)
 
 
-def test_levelwise_equals_plain_forward_and_backward():
-    value, loc, w = _inputs(torch.float32, n=2, lq=40, m=4, d=8, p=4, shapes=[(8, 10), (4, 5), (2, 3)], seed=3)
+@pytest.mark.parametrize("core", CORES[1:], ids=lambda f: f.__name__)
+@pytest.mark.parametrize("spread", [0.3, 3.0])
+def test_fast_cores_equal_plain_forward_and_backward(core, spread):
+    """spread 3.0 puts most points far outside the maps (zero padding, clamped gather)."""
     shapes = [(8, 10), (4, 5), (2, 3)]
+    value, loc, w = _inputs(torch.float32, n=2, lq=40, m=4, d=8, p=4, shapes=shapes, seed=3, spread=spread)
     grads = []
     outs = []
-    for core in CORES:
+    for c in (ms_deform_attn_core_pytorch, core):
         v, l, a = (t.clone().requires_grad_(True) for t in (value, loc, w))
-        out = core(v, shapes, l, a)
+        out = c(v, shapes, l, a)
         (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
         outs.append(out.detach())
         grads.append([v.grad, l.grad, a.grad])
     diff = (outs[0] - outs[1]).abs().max().item()
-    print(f"levelwise vs pytorch forward max abs diff: {diff:.3g}")
+    print(f"{core.__name__} vs pytorch forward max abs diff: {diff:.3g}")
     torch.testing.assert_close(outs[1], outs[0], atol=1e-6, rtol=1e-5)
     for g0, g1 in zip(*grads):
         torch.testing.assert_close(g1, g0, atol=1e-5, rtol=1e-5)
+
+
+def test_gather_core_reads_zeros_on_the_border_and_for_nan_locations():
+    value = torch.arange(1, 7, dtype=torch.float64).view(1, 6, 1, 1)  # one 2x3 level
+    shapes = [(2, 3)]
+    # (x, y): exact pixel centres, the outer border, far outside, NaN
+    points = torch.tensor([[0.5 / 3, 0.25], [2.5 / 3, 0.75], [0.0, 0.0], [1.0, 1.0], [-7.0, 0.5],
+                           [0.5, 9.0], [float("nan"), 0.5]], dtype=torch.float64)
+    loc = points.view(1, 7, 1, 1, 1, 2)
+    w = torch.ones(1, 7, 1, 1, 1, dtype=torch.float64)
+    ref = ms_deform_attn_core_pytorch(value, shapes, loc[:, :6], w[:, :6])
+    out = ms_deform_attn_core_gather(value, shapes, loc, w)
+    torch.testing.assert_close(out[:, :6], ref, atol=1e-12, rtol=0)
+    assert out[0, :, 0].tolist()[:2] == [1.0, 6.0]
+    assert out[0, 0:4, 0].tolist()[2:] == [0.25, 1.5]  # border: a quarter / half weight of corner pixels
+    assert out[0, 4:, 0].tolist() == [0.0, 0.0, 0.0]
 
 
 def test_module_impls_agree_and_are_explicit():
@@ -89,16 +112,17 @@ def test_module_impls_agree_and_are_explicit():
     # Make offsets and weights depend on the query (they are zero at init).
     for p in plain.parameters():
         torch.nn.init.normal_(p, std=0.2)
-    fast = MSDeformAttn(d_model=16, n_levels=2, n_heads=4, n_points=3, impl="pytorch_levelwise")
-    fast.load_state_dict(plain.state_dict())
     s = sum(h * w for h, w in shapes)
     src = torch.randn(2, s, 16)
     ref = torch.rand(2, s, 2, 2)
     shapes_t = torch.tensor(shapes)
     out0 = plain(src, ref, src, shapes_t)
-    out1 = fast(src, ref, src, shapes)
     assert out0.shape == (2, s, 16)
-    torch.testing.assert_close(out1, out0, atol=1e-6, rtol=1e-5)
+    for impl in ("pytorch_levelwise", "gather"):
+        fast = MSDeformAttn(d_model=16, n_levels=2, n_heads=4, n_points=3, impl=impl)
+        fast.load_state_dict(plain.state_dict())
+        assert fast.impl == impl and impl in repr(fast)
+        torch.testing.assert_close(fast(src, ref, src, shapes), out0, atol=1e-6, rtol=1e-5)
     with pytest.raises(ValueError, match="MSDEFORMATTN_IMPL"):
         MSDeformAttn(16, 2, 4, 3, impl="cuda")
     with pytest.raises(ValueError, match="MSDEFORMATTN_IMPL"):

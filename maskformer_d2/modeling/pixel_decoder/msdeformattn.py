@@ -31,7 +31,7 @@ class MSDeformAttnTransformerEncoderLayer(nn.Module):
 
     def __init__(self, d_model: int = 256, d_ffn: int = 1024, dropout: float = 0.1,
                  activation: str = "relu", n_levels: int = 4, n_heads: int = 8, n_points: int = 4,
-                 impl: str = "pytorch"):
+                 impl: str = "gather"):
         super().__init__()
         self.self_attn = MSDeformAttn(d_model, n_levels, n_heads, n_points, impl=impl)
         self.dropout1 = nn.Dropout(dropout)
@@ -90,7 +90,7 @@ class MSDeformAttnTransformerEncoderOnly(nn.Module):
 
     def __init__(self, d_model: int = 256, nhead: int = 8, num_encoder_layers: int = 6,
                  dim_feedforward: int = 1024, dropout: float = 0.1, activation: str = "relu",
-                 num_feature_levels: int = 4, enc_n_points: int = 4, impl: str = "pytorch"):
+                 num_feature_levels: int = 4, enc_n_points: int = 4, impl: str = "gather"):
         super().__init__()
         self.d_model = d_model
         self.nhead = nhead
@@ -153,7 +153,7 @@ class MSDeformAttnPixelDecoder(nn.Module):
         transformer_in_features: List[str],
         common_stride: int,
         transformer_n_points: int = 4,
-        msdeformattn_impl: str = "pytorch",
+        msdeformattn_impl: str = "gather",
     ):
         super().__init__()
         missing = [f for f in transformer_in_features if f not in input_shape]
