@@ -176,16 +176,19 @@ def ms_deform_attn_core_gather(
     fx, fy = x - x0, y - y0  # (N, Lq, M, L, P)
 
     # Row of the top-left corner in the flattened (N, S_padded, M) table, then the 4 corners.
+    # A bag's entries may come in any order: corner-major (N, Lq, M, 4, L, P) keeps every
+    # elementwise op below on contiguous (L, P) blocks instead of size-2 inner dimensions.
     pixel = level_start + (y0.long() + 1) * row_len + (x0.long() + 1)
     batch = torch.arange(n, device=device).view(n, 1, 1, 1, 1) * padded_size
     head = torch.arange(m, device=device).view(1, 1, m, 1, 1)
-    top_left = (pixel + batch) * m + head
-    corner_step = torch.stack([torch.zeros_like(row_len), torch.ones_like(row_len), row_len, row_len + 1], -1) * m
-    rows = top_left.unsqueeze(-1) + corner_step  # (N, Lq, M, L, P, 4)
+    top_left = (pixel + batch) * m + head  # (N, Lq, M, L, P)
+    below = top_left + row_len * m
+    rows = torch.stack([top_left, top_left + m, below, below + m], dim=3)
 
-    wx = torch.stack([1 - fx, fx], -1) * attention_weights.unsqueeze(-1)
-    wy = torch.stack([1 - fy, fy], -1)
-    weights = (wy.unsqueeze(-1) * wx.unsqueeze(-2)).flatten(-2)  # (N, Lq, M, L, P, 4): y-major
+    right = attention_weights * fx
+    left = attention_weights - right
+    bottom_left, bottom_right = left * fy, right * fy
+    weights = torch.stack([left - bottom_left, right - bottom_right, bottom_left, bottom_right], dim=3)
 
     bag = num_levels * num_points * 4
     out = F.embedding_bag(rows.reshape(-1, bag), table.reshape(-1, d),
