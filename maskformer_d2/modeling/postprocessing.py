@@ -27,13 +27,20 @@ def sem_seg_postprocess(result: torch.Tensor, img_size: Sequence[int], output_he
         (C, output_height, output_width), bilinear, ``align_corners=False`` (as detectron2's).
     """
     result = result[:, : img_size[0], : img_size[1]]
+    if tuple(result.shape[-2:]) == (output_height, output_width):
+        # bilinear resizing to the same size is the identity: skip a full-resolution copy
+        return result
     return F.interpolate(result[None], size=(output_height, output_width), mode="bilinear", align_corners=False)[0]
 
 
-def semantic_inference(mask_cls: torch.Tensor, mask_pred: torch.Tensor) -> torch.Tensor:
-    """Per-class scores (K, H, W) = sum over queries of p(class) * sigmoid(mask)."""
+def semantic_inference(mask_cls: torch.Tensor, mask_pred: torch.Tensor,
+                       mask_prob: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Per-class scores (K, H, W) = sum over queries of p(class) * sigmoid(mask).
+
+    ``mask_prob``: ``mask_pred.sigmoid()`` when the caller already has it (it is the largest
+    tensor of the post-processing: computing it once serves all three tasks)."""
     probs = F.softmax(mask_cls, dim=-1)[..., :-1]
-    return torch.einsum("qc,qhw->chw", probs, mask_pred.sigmoid())
+    return torch.einsum("qc,qhw->chw", probs, mask_pred.sigmoid() if mask_prob is None else mask_prob)
 
 
 def panoptic_inference(
@@ -44,6 +51,7 @@ def panoptic_inference(
     overlap_threshold: float,
     thing_ids: Iterable[int],
     require_mask_prob: bool = True,
+    mask_prob: Optional[torch.Tensor] = None,
 ) -> Tuple[torch.Tensor, List[Dict]]:
     """Non-overlapping segments from the confident queries.
 
@@ -56,6 +64,7 @@ def panoptic_inference(
     Args:
         require_mask_prob: Mask2Former rule (True): a segment's pixels must also have
             ``sigmoid(mask) >= 0.5`` and be non-empty. MaskFormer rule (False): argmax only.
+        mask_prob: ``mask_pred.sigmoid()`` if already computed.
 
     Returns:
         ``panoptic_seg`` int32 (H, W), 0 = void, and ``segments_info``: list of
@@ -65,7 +74,7 @@ def panoptic_inference(
     scores, labels = F.softmax(mask_cls, dim=-1).max(-1)
     keep = labels.ne(num_classes) & (scores > object_mask_threshold)
     cur_scores, cur_classes = scores[keep], labels[keep]
-    cur_masks = mask_pred.sigmoid()[keep]
+    cur_masks = (mask_pred.sigmoid() if mask_prob is None else mask_prob)[keep]
     h, w = mask_pred.shape[-2:]
     num_kept = cur_masks.shape[0]
     if num_kept == 0:
@@ -114,6 +123,7 @@ def instance_inference(
     *,
     test_topk_per_image: int,
     thing_ids: Optional[Iterable[int]] = None,
+    mask_prob: Optional[torch.Tensor] = None,
 ) -> Instances:
     """Top-k (query, class) pairs as instances (Mask2Former).
 
@@ -122,6 +132,7 @@ def instance_inference(
     instance takes its query's binary mask ``mask_pred > 0`` and scores
     ``p(class) * mean sigmoid(mask) inside the binary mask``. ``thing_ids`` (given when
     panoptic inference is on) keeps only thing classes. Boxes are zeros, as officially.
+    ``mask_prob``: ``mask_pred.sigmoid()`` if already computed.
 
     Returns:
         ``Instances`` of size (H, W) with ``pred_masks`` float (N, H, W) in {0, 1},
@@ -149,7 +160,8 @@ def instance_inference(
     # Per-query quantities first: a query can appear once per class among the top-k.
     binary = (mask_pred > 0).float()
     flat = binary.flatten(1)
-    mask_scores = (mask_pred.sigmoid().flatten(1) * flat).sum(1) / (flat.sum(1) + 1e-6)
+    prob = mask_pred.sigmoid() if mask_prob is None else mask_prob
+    mask_scores = (prob.flatten(1) * flat).sum(1) / (flat.sum(1) + 1e-6)
 
     result = Instances(tuple(mask_pred.shape[-2:]))
     result.pred_masks = binary[query_indices]

@@ -265,8 +265,10 @@ class MaskFormer(nn.Module):
             if self.sem_seg_postprocess_before_inference:
                 mask_pred = sem_seg_postprocess(mask_pred, image_size, height, width)
                 mask_cls = mask_cls.to(mask_pred)
+            # The (Q, H, W) probabilities are shared by the enabled tasks (computed once).
+            mask_prob = mask_pred.sigmoid() if self.sem_seg_postprocess_before_inference else None
             if self.semantic_on:
-                sem_seg = semantic_inference(mask_cls, mask_pred)
+                sem_seg = semantic_inference(mask_cls, mask_pred, mask_prob)
                 if not self.sem_seg_postprocess_before_inference:
                     sem_seg = sem_seg_postprocess(sem_seg, image_size, height, width)
                 result["sem_seg"] = sem_seg
@@ -278,10 +280,12 @@ class MaskFormer(nn.Module):
                     overlap_threshold=self.overlap_threshold,
                     thing_ids=thing_ids,
                     require_mask_prob=self.panoptic_requires_mask_prob,
+                    mask_prob=mask_prob,
                 )
             if self.instance_on:
                 result["instances"] = instance_inference(
-                    mask_cls, mask_pred, test_topk_per_image=self.test_topk_per_image, thing_ids=thing_ids
+                    mask_cls, mask_pred, test_topk_per_image=self.test_topk_per_image, thing_ids=thing_ids,
+                    mask_prob=mask_prob,
                 )
             results.append(result)
         return results
