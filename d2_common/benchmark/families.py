@@ -61,8 +61,9 @@ def build_subjects(preset, cfg, seed: int = 0, with_peer: bool = True,
     if preset.family == "maskformer":
         if preset.peer == "hf_mask2former" and with_peer:
             w = weights or pair_weights(preset, cfg, seed)
-            return {"ours": D2MaskFormerBench(cfg, w["ours"]),
-                    "peer": HFMask2FormerBench(w["hf_config"], w["peer"], task=task_of(cfg))}
+            task = task_of(cfg)
+            return {"ours": D2MaskFormerBench(cfg, w["ours"], only_task=task),
+                    "peer": HFMask2FormerBench(w["hf_config"], w["peer"], task=task)}
         torch.manual_seed(seed)
         return {"ours": D2MaskFormerBench(cfg)}
     if preset.family == "segmenter":

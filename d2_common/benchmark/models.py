@@ -133,11 +133,17 @@ def _adamw(model: torch.nn.Module) -> torch.optim.Optimizer:
 
 
 class D2MaskFormerBench:
-    """Our detectron2 MaskFormer / Mask2Former (`maskformer_d2`)."""
+    """Our detectron2 MaskFormer / Mask2Former (`maskformer_d2`).
+
+    ``only_task`` ("semantic" | "panoptic" | "instance"): end-to-end inference produces only
+    that output, as the peer's post-processing does (the official COCO panoptic configs turn
+    on all three; comparing three outputs with one would not be the same work).
+    """
 
     impl = "ours"
 
-    def __init__(self, cfg, state_dict: Optional[Dict[str, torch.Tensor]] = None):
+    def __init__(self, cfg, state_dict: Optional[Dict[str, torch.Tensor]] = None,
+                 only_task: Optional[str] = None):
         from detectron2.modeling import build_model
 
         import maskformer_d2  # noqa: F401  (registers the model)
@@ -150,6 +156,12 @@ class D2MaskFormerBench:
         if state_dict is not None:
             self.model.load_state_dict(state_dict, strict=True)
         self.model.eval()
+        if only_task is not None:
+            if only_task not in ("semantic", "panoptic", "instance"):
+                raise ValueError(f"only_task must be semantic, panoptic or instance; got {only_task!r}")
+            self.model.semantic_on = only_task == "semantic"
+            self.model.panoptic_on = only_task == "panoptic"
+            self.model.instance_on = only_task == "instance"
         self.num_classes = cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES
         self._optimizer = None
 
