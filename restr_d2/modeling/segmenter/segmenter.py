@@ -14,7 +14,7 @@ from detectron2.structures import ImageList
 from torch import nn
 
 from ..backbone.vit import pad_to_patch_multiple
-from .sliding_window import sliding_window_inference
+from .sliding_window import resize_logits, sliding_window_inference
 
 __all__ = ["Segmenter"]
 
@@ -159,11 +159,12 @@ class Segmenter(nn.Module):
                 self.window_stride, self.window_batch_size, flips,
             )
         else:
-            probs = image.new_zeros((self.num_classes,) + tuple(out_size))
+            probs = None
             for flip in flips:
                 im = image.flip(-1) if flip else image
-                logits = F.interpolate(self.segment(im[None]), size=out_size, mode="bilinear",
-                                       align_corners=False)[0]
-                probs += (logits.flip(-1) if flip else logits).softmax(0)
-            probs /= len(flips)
+                logits = resize_logits(self.segment(im[None])[0], out_size)
+                p = (logits.flip(-1) if flip else logits).softmax(0)
+                probs = p if probs is None else probs + p
+            if len(flips) > 1:
+                probs = probs / len(flips)
         return {"sem_seg": probs}

@@ -23,6 +23,14 @@ def resize_short_side(im: torch.Tensor, min_size: int) -> torch.Tensor:
     return F.interpolate(im, size=size, mode="bilinear", align_corners=False)
 
 
+def resize_logits(logits: torch.Tensor, out_size: Tuple[int, int]) -> torch.Tensor:
+    """(C, H, W) -> (C, H_out, W_out) bilinear (``align_corners=False``); no copy when the size
+    already matches (the resize would be the identity)."""
+    if tuple(logits.shape[-2:]) == tuple(out_size):
+        return logits
+    return F.interpolate(logits[None], size=tuple(out_size), mode="bilinear", align_corners=False)[0]
+
+
 def window_anchors(length: int, window: int, stride: int) -> List[int]:
     """Window starts along one axis: every ``stride`` below ``length - window``, then the last
     window flush with the end (the official rule)."""
@@ -53,7 +61,7 @@ def sliding_window_inference(
     """
     if window_stride <= 0 or window_size <= 0 or batch_size <= 0:
         raise ValueError("window size, stride and batch size must be positive")
-    probs = image.new_zeros((num_classes,) + tuple(out_size))
+    probs = None
     for flip in flips:
         im = image.flip(-1) if flip else image
         im = resize_short_side(im[None], window_size)[0]
@@ -65,14 +73,20 @@ def sliding_window_inference(
         logits = torch.cat([segment(crops[i:i + batch_size]) for i in range(0, len(crops), batch_size)])
         if logits.shape[1] != num_classes:
             raise ValueError(f"segment() gave {logits.shape[1]} classes, expected {num_classes}")
-        acc = image.new_zeros((num_classes, H, W))
-        count = image.new_zeros((1, H, W))
-        for window, (ha, wa) in zip(logits, anchors):
-            acc[:, ha:ha + ws, wa:wa + ws] += window
-            count[:, ha:ha + ws, wa:wa + ws] += 1
-        acc = F.interpolate((acc / count)[None], size=tuple(out_size), mode="bilinear",
-                            align_corners=False)[0]
+        if len(anchors) == 1 and tuple(logits.shape[-2:]) == (H, W):
+            # one window covers the image: the average over windows is that window
+            acc = logits[0]
+        else:
+            acc = image.new_zeros((num_classes, H, W))
+            count = image.new_zeros((1, H, W))
+            for window, (ha, wa) in zip(logits, anchors):
+                acc[:, ha:ha + ws, wa:wa + ws] += window
+                count[:, ha:ha + ws, wa:wa + ws] += 1
+            acc = acc / count
+        acc = resize_logits(acc, out_size)
         if flip:
             acc = acc.flip(-1)
-        probs += acc.softmax(0)
+        probs = acc.softmax(0) if probs is None else probs + acc.softmax(0)
+    if len(flips) == 1:
+        return probs
     return probs / len(flips)
