@@ -42,12 +42,32 @@ def _grid_sample_flop(inputs, outputs):
     return 4 * n
 
 
+def _weighted_row_sum_flop(inputs, outputs):
+    # maskformer_d2's WeightedRowSum (the deformable attention's "gather" core): every output
+    # row of D channels is a weighted sum of K table rows, K = levels * points * 4 taps; the
+    # same count as 4 bilinear taps per sampled element of the grid_sample core.
+    rows, out = _shape(inputs[1]), _shape(outputs[0])
+    return rows[0] * rows[1] * out[-1]
+
+
+def _embedding_bag_flop(inputs, outputs):
+    # aten::embedding_bag(weight (R, D), indices (flattened), offsets, ...): one multiply-add
+    # per gathered row and channel when weighted; plain sums are counted the same
+    indices, weight = _shape(inputs[1]), _shape(inputs[0])
+    n = 1
+    for d in indices:
+        n *= d
+    return n * weight[-1]
+
+
 _EXTRA_HANDLES = {
     "aten::scaled_dot_product_attention": _sdpa_flop,
     "aten::_scaled_dot_product_flash_attention_for_cpu": _sdpa_flop,
     "aten::baddbmm": _baddbmm_flop,
     "aten::grid_sampler": _grid_sample_flop,
     "aten::grid_sampler_2d": _grid_sample_flop,
+    "prim::PythonOp.WeightedRowSum": _weighted_row_sum_flop,
+    "aten::embedding_bag": _embedding_bag_flop,
 }
 
 
