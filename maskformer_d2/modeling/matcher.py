@@ -36,10 +36,12 @@ def batch_dice_cost(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor
 def batch_sigmoid_ce_cost(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Pairwise mean binary cross-entropy. logits (B, Q, P), targets (B, N, P) -> (B, Q, N)."""
     num_points = logits.shape[-1]
-    # BCE(x, t) = t * BCE(x, 1) + (1 - t) * BCE(x, 0) for binary t, so pairs reduce to matmuls.
-    pos = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits), reduction="none")
-    neg = F.binary_cross_entropy_with_logits(logits, torch.zeros_like(logits), reduction="none")
-    cost = torch.einsum("bqp,bnp->bqn", pos, targets) + torch.einsum("bqp,bnp->bqn", neg, 1 - targets)
+    # BCE(x, t) = t * BCE(x, 1) + (1 - t) * BCE(x, 0) for t in [0, 1], with BCE(x, 0) =
+    # softplus(x) and BCE(x, 1) = softplus(x) - x: summed over points, the pair cost is
+    # sum_p softplus(x) - sum_p x * t, one softplus pass and one matmul (not two BCE passes over
+    # materialised ones/zeros and two matmuls).
+    neg = F.softplus(logits).sum(-1)  # (B, Q)
+    cost = neg[:, :, None] - torch.einsum("bqp,bnp->bqn", logits, targets)
     return cost / num_points
 
 
@@ -49,10 +51,9 @@ def batch_sigmoid_focal_cost(
     """Pairwise mean sigmoid focal loss (RetinaNet). logits (B, Q, P), targets (B, N, P) -> (B, Q, N)."""
     num_points = logits.shape[-1]
     probs = logits.sigmoid()
-    pos = ((1 - probs) ** gamma) * F.binary_cross_entropy_with_logits(
-        logits, torch.ones_like(logits), reduction="none"
-    )
-    neg = (probs**gamma) * F.binary_cross_entropy_with_logits(logits, torch.zeros_like(logits), reduction="none")
+    # BCE(x, 1) = softplus(-x), BCE(x, 0) = softplus(x)
+    pos = ((1 - probs) ** gamma) * F.softplus(-logits)
+    neg = (probs**gamma) * F.softplus(logits)
     if alpha >= 0:
         pos = pos * alpha
         neg = neg * (1 - alpha)
