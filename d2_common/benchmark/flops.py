@@ -46,8 +46,9 @@ def _weighted_row_sum_flop(inputs, outputs):
     # maskformer_d2's WeightedRowSum (the deformable attention's "gather" core): every output
     # row of D channels is a weighted sum of K table rows, K = levels * points * 4 taps; the
     # same count as 4 bilinear taps per sampled element of the grid_sample core.
-    rows, out = _shape(inputs[1]), _shape(outputs[0])
-    return rows[0] * rows[1] * out[-1]
+    # inputs: table (R, D), base rows (B, J), corner shifts (C, J), weights (B, C, J)
+    weights, out = _shape(inputs[3]), _shape(outputs[0])
+    return weights[0] * weights[1] * weights[2] * out[-1]
 
 
 def _embedding_bag_flop(inputs, outputs):

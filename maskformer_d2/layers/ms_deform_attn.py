@@ -129,38 +129,66 @@ def ms_deform_attn_core_levelwise(
 
 
 class WeightedRowSum(torch.autograd.Function):
-    """``out[b] = sum_k weights[b, k] * table[rows[b, k]]``: (R, D), (B, K), (B, K) -> (B, D).
+    """``out[b] = sum_{c, j} weights[b, c, j] * table[base[b, j] + shifts[c, j]]``:
+    (R, D), (B, J) int, (C, J) int, (B, C, J) -> (B, D); int32 or int64 indices.
 
-    Forward is ``F.embedding_bag(mode="sum")``. The table gradient is the transposed sum, done
-    as a second ``embedding_bag`` over the entries sorted by row (each table row becomes a bag
-    of the output rows that read it): 1.75x faster on CPU than the built-in dense backward at
-    the Mask2Former encoder shapes, same values (the built-in sorts the same way).
+    The deformable attention's bilinear sampling: ``base`` is the top-left tap of each of the J
+    sampling points, ``shifts`` the C = 4 corner offsets (per point, as rows differ per level).
+
+    Forward is one ``F.embedding_bag(mode="sum")`` over the B bags of C * J rows. The table
+    gradient is the transposed sum: every table row becomes a bag of the output rows that read
+    it, so the B * J entries are sorted by ``base`` (once; int32 indices sort ~1.7x faster than
+    int64) and one ``embedding_bag`` per corner sums them. One sort serves all C corners
+    because a shift never moves a key past another key: ``shifts`` are the same for all points
+    of a level and each level's rows are a block the shifted rows stay in (checked; a caller
+    that breaks this gets an error, not a wrong gradient). The weight gradient is the built-in
+    per-sample-weights backward.
     """
 
     @staticmethod
-    def forward(ctx, table: torch.Tensor, rows: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(table, rows, weights)
-        return F.embedding_bag(rows, table, per_sample_weights=weights, mode="sum")
+    def forward(ctx, table: torch.Tensor, base: torch.Tensor, shifts: torch.Tensor,
+                weights: torch.Tensor) -> torch.Tensor:
+        rows = WeightedRowSum.rows(base, shifts)
+        # the rows, not the base: the weight gradient reads them again
+        ctx.save_for_backward(table, rows, shifts, weights)
+        return F.embedding_bag(rows, table, per_sample_weights=weights.reshape(base.shape[0], -1), mode="sum")
+
+    @staticmethod
+    def rows(base: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
+        """(B, J), (C, J) -> (B, C * J) table rows, corner-major within each bag."""
+        return (base[:, None, :] + shifts[None]).reshape(base.shape[0], -1)
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
-        table, rows, weights = ctx.saved_tensors
+        table, rows, shifts, weights = ctx.saved_tensors
         grad_table = grad_weights = None
+        num_rows, num_points = table.shape[0], shifts.shape[1]
         if ctx.needs_input_grad[0]:
-            flat = rows.reshape(-1)
+            flat = (rows[:, :num_points] - shifts[0]).reshape(-1)  # the base rows
             order = torch.sort(flat, stable=True)[1]
-            counts = torch.bincount(flat, minlength=table.shape[0])
-            starts = torch.cumsum(counts, 0) - counts
-            reader = torch.div(order, rows.shape[1], rounding_mode="floor")  # output row of each entry
-            grad_table = F.embedding_bag(reader, grad_out, starts, mode="sum",
-                                         per_sample_weights=weights.reshape(-1).index_select(0, order))
-        if ctx.needs_input_grad[2]:
+            reader = torch.div(order, num_points, rounding_mode="floor")  # output row of each entry
+            point = order - reader * num_points
+            sorted_base = flat.index_select(0, order)
+            flat_weights = weights.reshape(weights.shape[0], weights.shape[1], -1)
+            for c in range(shifts.shape[0]):
+                rows_c = sorted_base + shifts[c].index_select(0, point)
+                if bool((rows_c[1:] < rows_c[:-1]).any()):
+                    raise RuntimeError(
+                        "WeightedRowSum: a corner shift reorders the table rows, so one sort "
+                        "cannot serve every corner (shifts must be per-level constants)"
+                    )
+                counts = torch.bincount(rows_c, minlength=num_rows)
+                starts = torch.cumsum(counts, 0) - counts
+                w_c = flat_weights[:, c].reshape(-1).index_select(0, order)
+                g = F.embedding_bag(reader, grad_out, starts, mode="sum", per_sample_weights=w_c)
+                grad_table = g if grad_table is None else grad_table.add_(g)
+        if ctx.needs_input_grad[3]:
             # d out[b] / d weights[b, k] = table[rows[b, k]]: the built-in per-sample backward.
             with torch.enable_grad():
-                w = weights.detach().requires_grad_(True)
+                w = weights.detach().reshape(rows.shape[0], -1).requires_grad_(True)
                 out = F.embedding_bag(rows, table.detach(), per_sample_weights=w, mode="sum")
-                grad_weights = torch.autograd.grad(out, w, grad_out)[0]
-        return grad_table, None, grad_weights
+                grad_weights = torch.autograd.grad(out, w, grad_out)[0].view_as(weights)
+        return grad_table, None, None, grad_weights
 
 
 def ms_deform_attn_core_gather(
@@ -184,8 +212,52 @@ def ms_deform_attn_core_gather(
     """
     shapes = _as_int_shapes(spatial_shapes)
     _check_core_inputs(value, shapes, sampling_locations, attention_weights)
+    heights, widths = _level_sizes(shapes, value, sampling_locations.shape[3])
+    # pixel coordinates, align_corners=False: pixel centres at i + 0.5
+    x = sampling_locations[..., 0] * widths - 0.5
+    y = sampling_locations[..., 1] * heights - 0.5
+    return _gather_at_pixels(value, shapes, x, y, attention_weights)
+
+
+def ms_deform_attn_gather_from_offsets(
+    value: torch.Tensor,
+    spatial_shapes: SpatialShapes,
+    reference_points: torch.Tensor,
+    offsets: torch.Tensor,
+    attention_weights: torch.Tensor,
+) -> torch.Tensor:
+    """The ``"gather"`` core fed by what :class:`MSDeformAttn` predicts, without forming the
+    normalised sampling locations: reference points (N, Lq, L, 2) in [0, 1] and offsets
+    (N, Lq, M, L, P, 2) in pixels of each level. ``(ref + off / W) * W - 0.5`` is
+    ``ref * W - 0.5 + off``: one broadcast add per axis instead of a divide and an add over
+    size-2 inner dimensions and a multiply (same values up to float rounding)."""
+    shapes = _as_int_shapes(spatial_shapes)
+    _check_core_inputs(value, shapes, offsets, attention_weights)
+    n, lq, m, num_levels, num_points, _ = offsets.shape
+    if reference_points.shape != (n, lq, num_levels, 2):
+        raise ValueError(f"reference_points must be (N, Lq, L, 2) = {(n, lq, num_levels, 2)}, "
+                         f"got {tuple(reference_points.shape)}")
+    heights, widths = _level_sizes(shapes, value, num_levels)
+    ref = reference_points[:, :, None, :, None, :]  # (N, Lq, 1, L, 1, 2)
+    x = offsets[..., 0] + (ref[..., 0] * widths - 0.5)
+    y = offsets[..., 1] + (ref[..., 1] * heights - 0.5)
+    return _gather_at_pixels(value, shapes, x, y, attention_weights)
+
+
+def _level_sizes(shapes: List[Tuple[int, int]], value: torch.Tensor, num_levels: int):
+    """Per-level heights and widths as (1, 1, 1, L, 1) tensors of the value's dtype."""
+    view = (1, 1, 1, num_levels, 1)
+    kw = dict(device=value.device, dtype=value.dtype)
+    return (torch.tensor([h for h, _ in shapes], **kw).view(view),
+            torch.tensor([w for _, w in shapes], **kw).view(view))
+
+
+def _gather_at_pixels(value: torch.Tensor, shapes: List[Tuple[int, int]], x: torch.Tensor,
+                      y: torch.Tensor, attention_weights: torch.Tensor) -> torch.Tensor:
+    """The gather core on pixel coordinates x, y (N, Lq, M, L, P) of each level (pixel centres
+    at i + 0.5, any value, NaN allowed) -> (N, Lq, M * D)."""
     n, _, m, d = value.shape
-    _, lq, _, num_levels, num_points, _ = sampling_locations.shape
+    _, lq, _, num_levels, num_points = x.shape
     device, dtype = value.device, value.dtype
 
     # Value table with a zero border per level: (N, S_padded, M, D) -> rows of D channels.
@@ -200,35 +272,42 @@ def ms_deform_attn_core_gather(
     padded_size = table.shape[1]
 
     level_view = (1, 1, 1, num_levels, 1)
-    heights = torch.tensor([h for h, _ in shapes], device=device, dtype=dtype).view(level_view)
-    widths = torch.tensor([w for _, w in shapes], device=device, dtype=dtype).view(level_view)
-    row_len = torch.tensor(row_lengths, device=device).view(level_view)
-    level_start = torch.tensor(starts, device=device).view(level_view)
-
-    # Pixel coordinates (align_corners=False: pixel centres at i + 0.5). NaN locations read the
-    # zero border instead of indexing out of the table.
-    x = (sampling_locations[..., 0] * widths - 0.5).nan_to_num(-1.0).clamp(min=-1.0).minimum(widths)
-    y = (sampling_locations[..., 1] * heights - 0.5).nan_to_num(-1.0).clamp(min=-1.0).minimum(heights)
+    heights, widths = _level_sizes(shapes, value, num_levels)
+    # Clamp to [-1, size]; NaN coordinates read the zero border instead of indexing out of
+    # the table.
+    x = x.nan_to_num(-1.0).clamp_(min=-1.0).minimum(widths)
+    y = y.nan_to_num(-1.0).clamp_(min=-1.0).minimum(heights)
     x0, y0 = x.floor(), y.floor()
     fx, fy = x - x0, y - y0  # (N, Lq, M, L, P)
 
     # Row of the top-left corner in the flattened (N, S_padded, M) table, then the 4 corners.
     # A bag's entries may come in any order: corner-major (N, Lq, M, 4, L, P) keeps every
     # elementwise op below on contiguous (L, P) blocks instead of size-2 inner dimensions.
-    pixel = level_start + (y0.long() + 1) * row_len + (x0.long() + 1)
-    batch = torch.arange(n, device=device).view(n, 1, 1, 1, 1) * padded_size
-    head = torch.arange(m, device=device).view(1, 1, m, 1, 1)
-    top_left = (pixel + batch) * m + head  # (N, Lq, M, L, P)
-    below = top_left + row_len * m
-    rows = torch.stack([top_left, top_left + m, below, below + m], dim=3)
+    # Row of the top-left corner in the flattened (N, S_padded, M) table:
+    # ((batch * S_padded + level_start + (y0 + 1) * row_len + (x0 + 1)) * M + head, folded into
+    # y0 * row_len * M + x0 * M + a small per-(batch, head, level) constant. int32 indices where
+    # the table allows (half the memory traffic of int64; embedding_bag takes both).
+    index_dtype = torch.int32 if n * padded_size * m < 2**31 else torch.int64
+    row_len = torch.tensor(row_lengths, device=device, dtype=index_dtype).view(level_view)
+    level_start = torch.tensor(starts, device=device, dtype=index_dtype).view(level_view)
+    batch = torch.arange(n, device=device, dtype=index_dtype).view(n, 1, 1, 1, 1) * padded_size
+    head = torch.arange(m, device=device, dtype=index_dtype).view(1, 1, m, 1, 1)
+    constant = (batch + level_start + row_len + 1) * m + head  # (N, 1, M, L, 1)
+    top_left = y0.to(index_dtype).mul_(row_len * m)
+    top_left += x0.to(index_dtype).mul_(m)
+    top_left += constant  # (N, Lq, M, L, P)
+    # corner offsets per (level, point): right = +M, below = +row_len * M
+    below = (row_len * m).view(num_levels, 1).expand(num_levels, num_points)
+    shifts = torch.stack([torch.zeros_like(below), below.new_full(below.shape, m), below, below + m])
 
     right = attention_weights * fx
     left = attention_weights - right
     bottom_left, bottom_right = left * fy, right * fy
     weights = torch.stack([left - bottom_left, right - bottom_right, bottom_left, bottom_right], dim=3)
 
-    bag = num_levels * num_points * 4
-    out = WeightedRowSum.apply(table.reshape(-1, d), rows.reshape(-1, bag), weights.reshape(-1, bag))
+    points = num_levels * num_points
+    out = WeightedRowSum.apply(table.reshape(-1, d), top_left.reshape(-1, points),
+                               shifts.reshape(4, points), weights.reshape(-1, 4, points))
     return out.view(n, lq, m * d)
 
 
@@ -331,8 +410,15 @@ class MSDeformAttn(nn.Module):
         value = value.view(n, s, self.n_heads, self.d_model // self.n_heads)
         offsets = self.sampling_offsets(query).view(n, lq, self.n_heads, self.n_levels, self.n_points, 2)
         weights = self.attention_weights(query).view(n, lq, self.n_heads, self.n_levels * self.n_points)
-        weights = F.softmax(weights, -1).view(n, lq, self.n_heads, self.n_levels, self.n_points)
+        # softmax over the L * P (= 12) weights of each head, computed with the heads innermost:
+        # CPU softmax vectorises along the inner dimension, 2.5x faster than over 12 contiguous
+        # values (same result up to rounding); the transposed-back view feeds the cores as is.
+        weights = F.softmax(weights.transpose(-1, -2), -2).transpose(-1, -2)
+        weights = weights.view(n, lq, self.n_heads, self.n_levels, self.n_points)
 
+        if reference_points.shape[-1] == 2 and self.impl == "gather":
+            return self.output_proj(
+                ms_deform_attn_gather_from_offsets(value, shapes, reference_points, offsets, weights))
         if reference_points.shape[-1] == 2:
             # Offsets are in pixels of each level: divide by that level's (W, H).
             normalizer = torch.tensor([[w, h] for h, w in shapes], dtype=query.dtype, device=query.device)

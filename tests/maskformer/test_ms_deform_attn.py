@@ -6,6 +6,7 @@ import torch
 
 from maskformer_d2.layers import MSDeformAttn, get_ms_deform_attn_core
 from maskformer_d2.layers.ms_deform_attn import (
+    WeightedRowSum,
     ms_deform_attn_core_gather,
     ms_deform_attn_core_levelwise,
     ms_deform_attn_core_pytorch,
@@ -66,6 +67,28 @@ def test_core_gradcheck_float64(core):
     loc.requires_grad_(True)
     w.requires_grad_(True)
     assert torch.autograd.gradcheck(lambda v, l, a: core(v, SHAPES, l, a), (value, loc, w), eps=1e-6, atol=1e-5)
+
+
+def test_weighted_row_sum_gradients_and_order_check():
+    # two "levels" of table rows, [0, 20) and [20, 40), with per-level corner shifts that stay
+    # inside their level: one sort of the base rows orders every corner's rows
+    g = torch.Generator().manual_seed(0)
+    table = torch.randn(40, 3, dtype=torch.float64, generator=g, requires_grad=True)
+    shifts = torch.tensor([[0, 0, 0], [1, 1, 1], [5, 5, 4], [6, 6, 5]])  # (C=4, J=3); j=2 on level 2
+    base = torch.stack([torch.randint(0, 14, (7,), generator=g), torch.randint(0, 14, (7,), generator=g),
+                        torch.randint(20, 34, (7,), generator=g)], dim=1)  # (B=7, J=3)
+    base[3] = base[1]  # repeated rows: ties must keep their bag
+    weights = torch.randn(7, 4, 3, dtype=torch.float64, generator=g, requires_grad=True)
+    rows = WeightedRowSum.rows(base, shifts)
+    expected = (weights.reshape(7, -1)[..., None] * table[rows]).sum(1)
+    out = WeightedRowSum.apply(table, base, shifts, weights)
+    torch.testing.assert_close(out, expected)
+    assert torch.autograd.gradcheck(lambda t, w: WeightedRowSum.apply(t, base, shifts, w), (table, weights))
+    # a shift that moves a row past another row's: refused in backward, not a wrong gradient
+    bad = shifts.clone()
+    bad[2, 0] = 25  # level-1 point shifted into level 2
+    with pytest.raises(RuntimeError, match="reorders the table rows"):
+        WeightedRowSum.apply(table, base, bad, weights).sum().backward()
 
 
 @pytest.mark.parametrize("core", CORES[1:], ids=lambda f: f.__name__)
