@@ -82,8 +82,9 @@ def add_restr_config(cfg: CN) -> None:
     set_default(r, "DECODER", CN())
     # official --no_decoder = ENABLED False (then set PATCH_WEIGHT 0 as the official trainer)
     set_default(r.DECODER, "ENABLED", True)
-    # log2(patch size) blocks bring the patch grid back to the input resolution
-    set_default(r.DECODER, "NUM_UPSAMPLE", 4)
+    # 2x upsampling blocks from the patch grid back to the input resolution; 0 = log2 of
+    # MODEL.VIT.PATCH_SIZE (4 for the official P=16). Any other value must equal log2(P).
+    set_default(r.DECODER, "NUM_UPSAMPLE", 0)
 
     set_default(r, "TEST", CN())
     set_default(r.TEST, "MASK_THRESHOLD", 0.5)

@@ -247,3 +247,48 @@ def test_shapes_config_trains_one_step(name):
         out = model([{"image": batch[0]["image"], "sentence": "the red circle", "height": 150, "width": 150,
                       "resized_size": (128, 128)}])[0]
     assert out["ref_seg"].shape == (150, 150)
+
+
+@pytest.mark.parametrize("patch,num_upsample,expected", [(16, 0, 4), (8, 0, 3), (8, 3, 3), (16, 4, 4)])
+def test_decoder_depth_follows_the_patch_size(patch, num_upsample, expected):
+    from restr_d2.modeling.restr.fusion import decoder_num_upsample
+
+    cfg = get_cfg()
+    add_restr_config(cfg)
+    cfg.MODEL.VIT.PATCH_SIZE = patch
+    cfg.MODEL.RESTR.DECODER.NUM_UPSAMPLE = num_upsample
+    assert decoder_num_upsample(cfg) == expected
+
+
+def test_decoder_depth_mismatch_is_a_clear_error():
+    from restr_d2.modeling.restr.fusion import decoder_num_upsample
+
+    cfg = get_cfg()
+    add_restr_config(cfg)
+    cfg.MODEL.VIT.PATCH_SIZE = 8
+    cfg.MODEL.RESTR.DECODER.NUM_UPSAMPLE = 4  # the official value for patch 16
+    with pytest.raises(ValueError, match="set NUM_UPSAMPLE to 3, or to 0"):
+        decoder_num_upsample(cfg)
+    cfg.MODEL.VIT.PATCH_SIZE = 12
+    cfg.MODEL.RESTR.DECODER.NUM_UPSAMPLE = 0
+    with pytest.raises(ValueError, match="power of two"):
+        decoder_num_upsample(cfg)
+
+
+def test_patch_label_statistics_tool():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("patch_labels_tool", os.path.join(REPO, "tools/referring_patch_labels.py"))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    full = torch.zeros(32, 32, dtype=torch.uint8)
+    full[0:16, 0:16] = 1  # exactly one 16-px patch, four 8-px patches
+    corner = torch.zeros(32, 32, dtype=torch.uint8)
+    corner[14:18, 14:18] = 1  # 16 px straddling the centre: 4 patches, each 1/16 (16) or 1/4 (8) covered
+    r16 = tool.patch_statistics([full, corner], 16, 0.8)
+    r8 = tool.patch_statistics([full, corner], 8, 0.8)
+    assert r16["median_area_patches"] == pytest.approx((1 + 16 / 256) / 2)
+    assert r16["no_half_covered_patch_pct"] == 50.0 and r8["no_half_covered_patch_pct"] == 50.0
+    # label precision: full = 100 %; corner = 16 px over 4 positive patches
+    assert r16["label_precision_pct"] == pytest.approx(100 * (1 + 16 / (4 * 256)) / 2)
+    assert r8["label_precision_pct"] == pytest.approx(100 * (1 + 16 / (4 * 64)) / 2)

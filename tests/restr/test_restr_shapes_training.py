@@ -23,9 +23,9 @@ RESTR_SHAPES = os.path.join(REPO, "configs", "shapes", "restr_shapes.yaml")
 METRIC_KEYS = {"num_samples", "oIoU", "mIoU", "Prec@0.5", "Prec@0.6", "Prec@0.7", "Prec@0.8", "Prec@0.9"}
 
 # Issue 5 acceptance: on shapes_refcoco_unc_val (200/50 images, seed 0) the largest-object
-# baseline has oIoU 20.2 (docs/results_referring.md). The full restr_shapes.yaml run (6,000
-# iterations with the dice term) measured oIoU 29.1 / mIoU 28.2; the margin leaves room for
-# platform differences while still failing a model that does not ground the sentences.
+# baseline has oIoU 20.2 (docs/results_referring.md). The full restr_shapes.yaml run (patch 8,
+# 6,000 iterations with the dice term) measured the figures in that file; the margin leaves
+# room for platform differences while still failing a model that does not ground the sentences.
 SLOW_MARGIN_OVER_BASELINE = 5.0
 
 
@@ -116,11 +116,13 @@ def test_restr_shapes_train_and_eval_tiny(tmp_path):
 
 @pytest.mark.slow
 def test_restr_shapes_learns(tmp_path):
-    """The full CPU training of restr_shapes.yaml (~10 min on 2 busy cores, 200/50 images)."""
+    """The full CPU training of restr_shapes.yaml (~30 min on one core, 200/50 images)."""
     report, _ = _run(tmp_path, num_train=200, num_val=50, timeout=2400)
     losses = report["losses"]
     assert all(math.isfinite(x) for x in losses)
-    assert sum(losses[-5:]) / 5 < 0.5 * sum(losses[:3]) / 3, losses  # the loss falls clearly
+    # the loss falls clearly from the first logged value (iteration 20; the patch-8 config's
+    # loss halves within its first 60 iterations, so a mean over the first logs says little)
+    assert sum(losses[-5:]) / 5 < 0.5 * losses[0], losses
     res = report["eval_results"]["referring"]
     _check_metrics(res)
     baseline = report["baselines"]["largest_object"]["oIoU"]

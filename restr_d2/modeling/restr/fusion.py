@@ -155,7 +155,7 @@ class MultimodalFusion(nn.Module):
             drop_path_rate=f.DROP_PATH_RATE,
             share_weights=f.SHARE_WEIGHTS,
             use_decoder=cfg.MODEL.RESTR.DECODER.ENABLED,
-            num_upsample=cfg.MODEL.RESTR.DECODER.NUM_UPSAMPLE,
+            num_upsample=decoder_num_upsample(cfg),
             mask_pad_tokens=cfg.MODEL.RESTR.MASK_PAD_TOKENS,
         )
 
@@ -253,6 +253,29 @@ class VanillaFusion(MultimodalFusion):
             valid = torch.cat((_ones(x_v, N), l_valid, _ones(x_v, 1)), 1)
         x = self.norm(self._run(self.blocks, torch.cat((x_v, x_l, seed), 1), valid))
         return x[:, :N], x[:, -1:], x
+
+
+def decoder_num_upsample(cfg) -> int:
+    """``MODEL.RESTR.DECODER.NUM_UPSAMPLE``, 0 meaning log2(``MODEL.VIT.PATCH_SIZE``): the
+    number of 2x blocks that bring the patch grid back to the input resolution. Any other
+    count would give pixel logits at the wrong resolution, so it is an error."""
+    patch = int(cfg.MODEL.VIT.PATCH_SIZE)
+    exact = patch.bit_length() - 1
+    if 2 ** exact != patch:
+        raise ValueError(
+            f"ReSTR's coarse-to-fine decoder upsamples by 2 per block, so MODEL.VIT.PATCH_SIZE "
+            f"must be a power of two; got {patch}"
+        )
+    n = int(cfg.MODEL.RESTR.DECODER.NUM_UPSAMPLE)
+    if n == 0:
+        return exact
+    if n != exact:
+        raise ValueError(
+            f"MODEL.RESTR.DECODER.NUM_UPSAMPLE={n} upsamples the patch grid {2 ** n}x, but "
+            f"MODEL.VIT.PATCH_SIZE={patch} needs {patch}x: set NUM_UPSAMPLE to {exact}, or to 0 "
+            f"(= log2 of the patch size)"
+        )
+    return n
 
 
 def build_fusion_module(cfg, d_vision: int, d_language: int) -> MultimodalFusion:
