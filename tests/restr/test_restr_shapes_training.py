@@ -26,7 +26,7 @@ METRIC_KEYS = {"num_samples", "oIoU", "mIoU", "Prec@0.5", "Prec@0.6", "Prec@0.7"
 # baseline has oIoU 20.2 (docs/results_referring.md). The full restr_shapes.yaml run (patch 8,
 # 6,000 iterations with the dice term) measured the figures in that file; the margin leaves
 # room for platform differences while still failing a model that does not ground the sentences.
-SLOW_MARGIN_OVER_BASELINE = 5.0
+SLOW_MARGIN_OVER_BASELINE = 10.0
 
 
 def _program(out_json: str, cfg_file: str, max_iter: str = ""):
@@ -116,8 +116,8 @@ def test_restr_shapes_train_and_eval_tiny(tmp_path):
 
 @pytest.mark.slow
 def test_restr_shapes_learns(tmp_path):
-    """The full CPU training of restr_shapes.yaml (~30 min on one core, 200/50 images)."""
-    report, _ = _run(tmp_path, num_train=200, num_val=50, timeout=2400)
+    """The full CPU training of restr_shapes.yaml (~1 h on one core, 200/50 images)."""
+    report, _ = _run(tmp_path, num_train=200, num_val=50, timeout=5400)
     losses = report["losses"]
     assert all(math.isfinite(x) for x in losses)
     # the loss falls clearly from the first logged value (iteration 20; the patch-8 config's
