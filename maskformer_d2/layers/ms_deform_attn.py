@@ -170,18 +170,20 @@ class WeightedRowSum(torch.autograd.Function):
             point = order - reader * num_points
             sorted_base = flat.index_select(0, order)
             flat_weights = weights.reshape(weights.shape[0], weights.shape[1], -1)
+            reordered = torch.zeros((), dtype=torch.bool, device=rows.device)
             for c in range(shifts.shape[0]):
                 rows_c = sorted_base + shifts[c].index_select(0, point)
-                if bool((rows_c[1:] < rows_c[:-1]).any()):
-                    raise RuntimeError(
-                        "WeightedRowSum: a corner shift reorders the table rows, so one sort "
-                        "cannot serve every corner (shifts must be per-level constants)"
-                    )
+                reordered |= (rows_c[1:] < rows_c[:-1]).any()
                 counts = torch.bincount(rows_c, minlength=num_rows)
                 starts = torch.cumsum(counts, 0) - counts
                 w_c = flat_weights[:, c].reshape(-1).index_select(0, order)
                 g = F.embedding_bag(reader, grad_out, starts, mode="sum", per_sample_weights=w_c)
                 grad_table = g if grad_table is None else grad_table.add_(g)
+            if bool(reordered):  # one host sync for the 4 corners
+                raise RuntimeError(
+                    "WeightedRowSum: a corner shift reorders the table rows, so one sort "
+                    "cannot serve every corner (shifts must be per-level constants)"
+                )
         if ctx.needs_input_grad[3]:
             # d out[b] / d weights[b, k] = table[rows[b, k]]: the built-in per-sample backward.
             with torch.enable_grad():
@@ -216,7 +218,7 @@ def ms_deform_attn_core_gather(
     # pixel coordinates, align_corners=False: pixel centres at i + 0.5
     x = sampling_locations[..., 0] * widths - 0.5
     y = sampling_locations[..., 1] * heights - 0.5
-    return _gather_at_pixels(value, shapes, x, y, attention_weights)
+    return _gather_at_pixels(value, shapes, x, y, attention_weights, heights, widths)
 
 
 def ms_deform_attn_gather_from_offsets(
@@ -241,7 +243,7 @@ def ms_deform_attn_gather_from_offsets(
     ref = reference_points[:, :, None, :, None, :]  # (N, Lq, 1, L, 1, 2)
     x = offsets[..., 0] + (ref[..., 0] * widths - 0.5)
     y = offsets[..., 1] + (ref[..., 1] * heights - 0.5)
-    return _gather_at_pixels(value, shapes, x, y, attention_weights)
+    return _gather_at_pixels(value, shapes, x, y, attention_weights, heights, widths)
 
 
 def _level_sizes(shapes: List[Tuple[int, int]], value: torch.Tensor, num_levels: int):
@@ -253,9 +255,11 @@ def _level_sizes(shapes: List[Tuple[int, int]], value: torch.Tensor, num_levels:
 
 
 def _gather_at_pixels(value: torch.Tensor, shapes: List[Tuple[int, int]], x: torch.Tensor,
-                      y: torch.Tensor, attention_weights: torch.Tensor) -> torch.Tensor:
+                      y: torch.Tensor, attention_weights: torch.Tensor, heights: torch.Tensor,
+                      widths: torch.Tensor) -> torch.Tensor:
     """The gather core on pixel coordinates x, y (N, Lq, M, L, P) of each level (pixel centres
-    at i + 0.5, any value, NaN allowed) -> (N, Lq, M * D)."""
+    at i + 0.5, any value, NaN allowed; ``heights``/``widths`` from :func:`_level_sizes`)
+    -> (N, Lq, M * D)."""
     n, _, m, d = value.shape
     _, lq, _, num_levels, num_points = x.shape
     device, dtype = value.device, value.dtype
@@ -272,7 +276,6 @@ def _gather_at_pixels(value: torch.Tensor, shapes: List[Tuple[int, int]], x: tor
     padded_size = table.shape[1]
 
     level_view = (1, 1, 1, num_levels, 1)
-    heights, widths = _level_sizes(shapes, value, num_levels)
     # Clamp to [-1, size]; NaN coordinates read the zero border instead of indexing out of
     # the table.
     x = x.nan_to_num(-1.0).clamp_(min=-1.0).minimum(widths)

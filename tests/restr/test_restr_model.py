@@ -292,3 +292,13 @@ def test_patch_label_statistics_tool():
     # label precision: full = 100 %; corner = 16 px over 4 positive patches
     assert r16["label_precision_pct"] == pytest.approx(100 * (1 + 16 / (4 * 256)) / 2)
     assert r8["label_precision_pct"] == pytest.approx(100 * (1 + 16 / (4 * 64)) / 2)
+
+
+def test_decoder_depth_is_not_checked_without_a_decoder():
+    cfg = get_cfg()
+    add_restr_config(cfg)
+    cfg.merge_from_file(os.path.join(REPO, "configs/shapes/restr_shapes_nodecoder.yaml"))
+    cfg.MODEL.VIT.PATCH_SIZE = 16
+    cfg.MODEL.RESTR.DECODER.NUM_UPSAMPLE = 3  # would not match patch 16, but nothing upsamples
+    model = build_model(cfg)
+    assert len(model.fusion_module.decoder) == 0

@@ -71,8 +71,8 @@ def test_encoder_features_and_pos_embed():
             im = pad_to_patch_multiple(x["im_" + s], 16)
             # sdpa_math follows the official arithmetic: bit-exact on the reference machine's CPU
             # type, a few ulp elsewhere (float32 erfinv/exp kernels differ across CPUs)
-            d = _close(f"enc_feats_{s}", model.encoder.forward_features(im), ref["enc_feats_" + s],
-                       atol=1e-5, rtol=0)
+            _close(f"enc_feats_{s}", model.encoder.forward_features(im), ref["enc_feats_" + s],
+                   atol=1e-5, rtol=0)
         _close("pos_embed_resized_b", model.encoder.pos_embed_for_grid((5, 7)), ref["pos_embed_resized_b"])
         # the transposed 6x4 grid reuses the 4x6 embedding in raster order
         assert model.encoder.pos_embed_for_grid((6, 4)) is model.encoder.pos_embed

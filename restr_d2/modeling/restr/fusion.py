@@ -155,7 +155,8 @@ class MultimodalFusion(nn.Module):
             drop_path_rate=f.DROP_PATH_RATE,
             share_weights=f.SHARE_WEIGHTS,
             use_decoder=cfg.MODEL.RESTR.DECODER.ENABLED,
-            num_upsample=decoder_num_upsample(cfg),
+            # without the decoder nothing is upsampled, so any patch size is fine
+            num_upsample=decoder_num_upsample(cfg) if cfg.MODEL.RESTR.DECODER.ENABLED else 0,
             mask_pad_tokens=cfg.MODEL.RESTR.MASK_PAD_TOKENS,
         )
 
