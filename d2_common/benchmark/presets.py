@@ -96,8 +96,11 @@ _PRESET_LIST = [
            "m2f_coco_panoptic_R50.yaml"),
     Preset("m2f_r50_semantic", "maskformer", "Mask2Former R50, ADE20K semantic",
            "m2f_ade20k_semantic_R50.yaml"),
+    # the flat official file relies on add_mask_former_config's decoder default; the preset
+    # config is built with every family's keys (Mask2Former's default first), so name it
     Preset("mf_r50_semantic", "maskformer", "MaskFormer R50, ADE20K-150 semantic",
-           "mf_ade20k150_R50.yaml"),
+           "mf_ade20k150_R50.yaml",
+           ["MODEL.MASK_FORMER.TRANSFORMER_DECODER_NAME", "StandardTransformerDecoder"]),
     Preset("tiny_m2f_swin", "maskformer",
            "tiny Mask2Former Swin (embed 32, hidden 64, 3 decoder layers): smoke tests only",
            "m2f_coco_panoptic_swin_tiny.yaml", TINY_M2F_SWIN, peer="hf_mask2former", size=(64, 64)),

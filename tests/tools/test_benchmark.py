@@ -60,3 +60,22 @@ def test_benchmark_memory_worker(tmp_path):
     assert mem["peak_rss_mb"] >= mem["rss_before_step_mb"] > mem["baseline_rss_mb"] > 100
     assert mem["peak_over_baseline_mb"] > 1  # the model's weights at least
     assert mem["method"].startswith(("VmHWM", "ru_maxrss"))
+
+
+def test_every_model_preset_runs(tmp_path):
+    """Each full-size preset builds from its config and runs one batch-1 forward (64x64): a
+    preset whose config no longer builds the intended model fails here, not in a long run."""
+    from d2_common.benchmark.presets import PRESETS
+    from tools.benchmark import main
+
+    names = [n for n, p in PRESETS.items() if p.family != "data" and not n.startswith("tiny")]
+    assert {"m2f_swin_t_panoptic", "m2f_r50_semantic", "mf_r50_semantic", "segmenter_vit_b_mask",
+            "restr_p16", "restr_p8"} <= set(names)
+    out_json = tmp_path / "bench.json"
+    assert main(["--preset", *names, "--no-peer", "--size", "64", "64", "--batch", "1", "--reps", "1",
+                 "--warmup", "0", "--matmul-n", "64", "--modes", "network", "--json", str(out_json)]) == 0
+    sections = json.loads(out_json.read_text())["presets"]
+    assert [s["preset"] for s in sections] == names
+    for s in sections:
+        assert [(r["case"], r["batch"]) for r in s["rows"]] == [("network", 1)], s["preset"]
+        assert s["rows"][0]["median_ms"] > 0
