@@ -20,6 +20,7 @@ it too.
 from typing import Any
 
 from detectron2.config import CfgNode as CN
+from d2_common.acceleration import add_acceleration_config
 from d2_common.config_defaults import set_default
 
 __all__ = ["add_maskformer2_config", "add_mask_former_config"]
@@ -33,6 +34,7 @@ def _node(parent: CN, key: str) -> CN:
 
 def _add_common(cfg: CN) -> None:
     """Keys shared by MaskFormer and Mask2Former (same defaults in both official projects)."""
+    add_acceleration_config(cfg)
     inp = cfg.INPUT
     set_default(inp, "DATASET_MAPPER_NAME", "mask_former_semantic")
     set_default(inp, "COLOR_AUG_SSD", False)

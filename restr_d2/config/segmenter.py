@@ -3,6 +3,7 @@
 Both functions are idempotent: calling them again leaves existing values untouched.
 """
 from detectron2.config import CfgNode as CN
+from d2_common.acceleration import add_acceleration_config
 from d2_common.config_defaults import set_default
 
 __all__ = ["add_vit_config", "add_segmenter_config"]
@@ -33,6 +34,8 @@ def add_vit_config(cfg: CN) -> None:
     set_default(vit, "POS_EMBED_INTERP", "bilinear")
     # name of the (B, D, H/P, W/P) feature map returned by the detectron2 backbone
     set_default(vit, "OUT_FEATURE", "vit")
+    # MODEL.COMPILE / MODEL.CHANNELS_LAST (off; d2_common/acceleration.py)
+    add_acceleration_config(cfg)
 
 
 def add_segmenter_config(cfg: CN) -> None:

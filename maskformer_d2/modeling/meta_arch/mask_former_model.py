@@ -17,7 +17,7 @@ either project builds the matching decoder), see ``model_family``:
   cost 1; panoptic segments are the argmax regions.
 """
 import logging
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +27,8 @@ from detectron2.modeling import META_ARCH_REGISTRY, build_backbone, build_sem_se
 from detectron2.modeling.backbone import Backbone
 from detectron2.structures import ImageList
 from torch import nn
+
+from d2_common.acceleration import Acceleration
 
 from ..criterion import SetCriterion
 from ..matcher import HungarianMatcher
@@ -121,6 +123,8 @@ class MaskFormer(nn.Module):
         semantic_on, panoptic_on, instance_on: which results to produce.
         test_topk_per_image: instances kept per image.
         panoptic_requires_mask_prob: Mask2Former's panoptic rule (True) or MaskFormer's (False).
+        acceleration: optional ``torch.compile`` / channels-last of submodules (default: the
+            backbone), applied last; the state dict is unchanged.
     """
 
     @configurable
@@ -143,6 +147,7 @@ class MaskFormer(nn.Module):
         instance_on: bool = False,
         test_topk_per_image: int = 100,
         panoptic_requires_mask_prob: bool = True,
+        acceleration: Optional[Acceleration] = None,
     ):
         super().__init__()
         self.backbone = backbone
@@ -168,6 +173,8 @@ class MaskFormer(nn.Module):
             )
         if (panoptic_on or instance_on) and not sem_seg_postprocess_before_inference:
             raise ValueError("panoptic/instance inference needs sem_seg_postprocess_before_inference=True")
+        if acceleration is not None:
+            acceleration.apply(self, image_encoder="backbone")
 
     @classmethod
     def from_config(cls, cfg):
@@ -194,6 +201,7 @@ class MaskFormer(nn.Module):
             "instance_on": test.INSTANCE_ON,
             "test_topk_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
             "panoptic_requires_mask_prob": model_family(cfg) == "mask2former",
+            "acceleration": Acceleration.from_config(cfg),
         }
 
     @property

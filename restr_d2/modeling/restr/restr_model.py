@@ -14,6 +14,8 @@ from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.structures import ImageList
 from torch import nn
 
+from d2_common.acceleration import Acceleration
+
 from ..backbone.d2_vit import vit_kwargs_from_config
 from ..backbone.vit import VisionTransformer
 from ..language.blocks import init_official_weights
@@ -64,6 +66,7 @@ class ReSTR(nn.Module):
         pixel_std: Sequence[float] = (127.5, 127.5, 127.5),
         mask_threshold: float = 0.5,
         pad_layout: str = "bottom_right",
+        acceleration: Optional[Acceleration] = None,
     ):
         """
         Args:
@@ -74,6 +77,8 @@ class ReSTR(nn.Module):
             pixel_mean, pixel_std: input normalisation (official: 127.5, 127.5).
             mask_threshold: probability threshold of ``ref_score``'s mask.
             pad_layout: test-time padding of the inputs, "bottom_right" or "center".
+            acceleration: optional ``torch.compile`` / channels-last of submodules (default: the
+                vision encoder), applied last; the state dict is unchanged.
         """
         super().__init__()
         if pad_layout not in PAD_LAYOUTS:
@@ -88,6 +93,8 @@ class ReSTR(nn.Module):
         # non-persistent: official checkpoints have no such keys
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
+        if acceleration is not None:
+            acceleration.apply(self, image_encoder="encoder_v", image_encoder_entry="forward_features")
 
     @classmethod
     def from_config(cls, cfg):
@@ -120,6 +127,7 @@ class ReSTR(nn.Module):
             pixel_std=cfg.MODEL.PIXEL_STD,
             mask_threshold=r.TEST.MASK_THRESHOLD,
             pad_layout=r.TEST.PAD_LAYOUT,
+            acceleration=Acceleration.from_config(cfg),
         )
 
     @property

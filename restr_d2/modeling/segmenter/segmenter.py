@@ -4,7 +4,7 @@ The sub-modules are named ``encoder`` and ``decoder`` as in the official ``segm.
 official checkpoint's ``model`` state dict loads into this module with ``strict=True``.
 """
 import logging
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import torch
 import torch.nn.functional as F
@@ -12,6 +12,8 @@ from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, build_backbone, build_sem_seg_head
 from detectron2.structures import ImageList
 from torch import nn
+
+from d2_common.acceleration import Acceleration
 
 from ..backbone.vit import pad_to_patch_multiple
 from .sliding_window import resize_logits, sliding_window_inference
@@ -50,6 +52,7 @@ class Segmenter(nn.Module):
         window_stride: int = 512,
         window_batch_size: int = 4,
         test_flip: bool = False,
+        acceleration: Optional[Acceleration] = None,
     ):
         """
         Args:
@@ -65,6 +68,8 @@ class Segmenter(nn.Module):
                 sliding window, with short side resized up to ``window_size`` if smaller).
             window_size, window_stride, window_batch_size: sliding-window parameters.
             test_flip: also evaluate the horizontally flipped image and average probabilities.
+            acceleration: optional ``torch.compile`` / channels-last of submodules (default: the
+                encoder), applied last; the state dict is unchanged.
         """
         super().__init__()
         if test_mode not in TEST_MODES:
@@ -83,6 +88,8 @@ class Segmenter(nn.Module):
         # non-persistent: keeps the state dict equal to the official checkpoint
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
+        if acceleration is not None:
+            acceleration.apply(self, image_encoder="encoder")
 
     @classmethod
     def from_config(cls, cfg):
@@ -111,6 +118,7 @@ class Segmenter(nn.Module):
             window_stride=t.WINDOW_STRIDE,
             window_batch_size=t.WINDOW_BATCH_SIZE,
             test_flip=t.FLIP,
+            acceleration=Acceleration.from_config(cfg),
         )
 
     @property
