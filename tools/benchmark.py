@@ -13,6 +13,8 @@ Examples:
         --json out/bench.json --md out/bench.md
     python tools/benchmark.py --preset restr_p16 restr_p8 --modes network memory
     python tools/benchmark.py --preset data_shapes_semantic --data-images 50
+    python tools/benchmark.py --preset m2f_swin_t_panoptic --modes network --warmup 2 \
+        --variant MODEL.COMPILE.ENABLED True        # ours vs ours compiled vs the peer
     python tools/benchmark.py --list
 """
 import argparse
@@ -58,6 +60,10 @@ def parse_args(argv=None):
                    help="config family of --config-file")
     p.add_argument("--opts", nargs=argparse.REMAINDER, default=[],
                    help="detectron2 config overrides KEY VALUE ... (last argument)")
+    p.add_argument("--variant", nargs="+", default=[], metavar="KEY_VALUE",
+                   help="also time our model with these config overrides (KEY VALUE ...; same "
+                   "weights), interleaved, as impl 'variant' with ratios against ours (warm-up "
+                   "calls absorb torch.compile's compilation: a compiled variant needs --warmup >= 1)")
     p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="input size (default: preset's)")
     p.add_argument("--batch", type=int, default=2, help="batch N for network/train cases")
     p.add_argument("--reps", type=int, default=10, help="timed repetitions per case")
@@ -74,6 +80,10 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if not args.list and not args.preset and not args.config_file:
         p.error("give --preset NAME [NAME ...], --config-file FILE or --list")
+    if len(args.variant) % 2:
+        p.error(f"--variant takes KEY VALUE pairs; got {len(args.variant)} words: {args.variant}")
+    if "MODEL.COMPILE.ENABLED" in args.variant[::2] and args.warmup < 1:
+        p.error("--variant needs --warmup >= 1 (a compiled variant compiles on its first calls)")
     return args
 
 
@@ -117,7 +127,7 @@ def main(argv=None):
             section = run_preset(name, size=args.size, batch=args.batch, reps=args.reps,
                                  warmup=args.warmup, threads=args.threads, modes=args.modes,
                                  with_peer=not args.no_peer, extra_options=args.opts,
-                                 profile=args.profile,
+                                 profile=args.profile, variant_options=args.variant,
                                  matmul_gflops=report["machine"]["matmul"]["median_gflops"])
         report["presets"].append(section)
     report["machine"]["loadavg_after"] = _loadavg()

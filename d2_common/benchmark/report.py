@@ -23,6 +23,8 @@ def _timing_lines(section: Dict) -> List[List[str]]:
 _TIMING_HEAD = ["preset", "case", "impl", "batch", "size", "median ms", "IQR (q1-q3) ms",
                 "p10-p90 ms", "images/s", "GFLOP/s", "% of matmul"]
 _RATIO_HEAD = ["preset", "case", "batch", "ours/peer latency", "speed-up vs peer"]
+_VARIANT_HEAD = ["preset", "variant options", "case", "batch", "variant/ours latency",
+                 "speed-up vs ours", "speed-up vs peer"]
 _MEM_HEAD = ["preset", "case", "impl", "batch", "peak RSS MiB", "baseline MiB",
              "peak - baseline MiB", "step delta MiB", "method"]
 
@@ -30,6 +32,14 @@ _MEM_HEAD = ["preset", "case", "impl", "batch", "peak RSS MiB", "baseline MiB",
 def _ratio_lines(section):
     return [[section["preset"], r["case"], str(r["batch"]), _fmt(r["latency_ours_over_peer"], 3),
              _fmt(r["speedup_ours_vs_peer"], 2) + "x"] for r in section["ratios"]]
+
+
+def _variant_lines(section):
+    opts = " ".join(str(o) for o in section.get("variant_options", []))
+    return [[section["preset"], opts, r["case"], str(r["batch"]), _fmt(r["variant_over_ours_latency"], 3),
+             _fmt(r["speedup_variant_vs_ours"], 2) + "x",
+             _fmt(r["speedup_variant_vs_peer"], 2) + "x" if "speedup_variant_vs_peer" in r else "-"]
+            for r in section.get("variant_ratios", [])]
 
 
 def _mem_lines(section):
@@ -56,6 +66,9 @@ def _sections(report, table):
     ratio = [l for s in secs for l in _ratio_lines(s)]
     if ratio:
         parts.append(table(_RATIO_HEAD, ratio))
+    variant = [l for s in secs for l in _variant_lines(s)]
+    if variant:
+        parts.append(table(_VARIANT_HEAD, variant))
     mem = [l for s in secs for l in _mem_lines(s)]
     if mem:
         parts.append(table(_MEM_HEAD, mem))

@@ -1,6 +1,8 @@
 """Run the benchmark cases of one preset and return a JSON-able report section.
 
-Cases (each for "ours" and, where the preset has one, the peer, interleaved per repetition):
+Cases (each for "ours", an optional "variant" of ours (the same weights with extra config
+options, e.g. ``MODEL.COMPILE.ENABLED True``) and, where the preset has one, the peer,
+interleaved per repetition):
 
 * `network` at batch 1 and batch N: normalise + pad + network forward (raw logits),
   `torch.inference_mode()`.
@@ -81,6 +83,35 @@ def _ratio_rows(rows: List[Dict]) -> List[Dict]:
     return out
 
 
+def _variant_ratio_rows(rows: List[Dict]) -> List[Dict]:
+    by_case = {}
+    for r in rows:
+        by_case.setdefault((r["case"], r["batch"]), {})[r["impl"]] = r
+    out = []
+    for (case, batch), impls in by_case.items():
+        if "variant" in impls and "ours" in impls:
+            v = impls["variant"]["median_ms"]
+            row = {"case": case, "batch": batch, "variant_over_ours_latency": v / impls["ours"]["median_ms"],
+                   "speedup_variant_vs_ours": impls["ours"]["median_ms"] / v}
+            if "peer" in impls:
+                row["speedup_variant_vs_peer"] = impls["peer"]["median_ms"] / v
+            out.append(row)
+    return out
+
+
+def _build_variant(preset, cfg_variant, ours, weights, seed: int):
+    """Our model again, built from ``cfg_variant``, with exactly ``ours``' weights."""
+    from .models import D2MaskFormerBench, task_of
+
+    if preset.family == "maskformer":
+        only_task = task_of(cfg_variant) if weights is not None else None
+        bench = D2MaskFormerBench(cfg_variant, only_task=only_task)
+    else:
+        bench = build_subjects(preset, cfg_variant, seed=seed, with_peer=False)["ours"]
+    bench.model.load_state_dict(ours.model.state_dict(), strict=True)
+    return bench
+
+
 def _preset_fields(preset) -> Dict:
     import dataclasses
 
@@ -108,9 +139,12 @@ def run_preset(name: str, *, size=None, batch: int = 2, reps: int = 10, warmup: 
                threads: int = 2, modes=("network", "end_to_end", "train", "memory", "flops"),
                with_peer: bool = True, extra_options=(), profile: bool = False,
                matmul_gflops: Optional[float] = None, seed: int = 0,
-               worker_timeout: float = 1200.0) -> Dict[str, object]:
-    """Benchmark one preset; returns {"preset", "description", "rows", "ratios", "memory",
-    "flops", "profile", "skipped"}."""
+               worker_timeout: float = 1200.0, variant_options=()) -> Dict[str, object]:
+    """Benchmark one preset; returns {"preset", "description", "rows", "ratios",
+    "variant_ratios", "memory", "flops", "profile", "skipped"}.
+
+    ``variant_options``: config overrides (KEY VALUE ...) of a second copy of our model with the
+    same weights, timed interleaved with the others as impl "variant"."""
     torch.set_num_threads(threads)
     preset = get_preset(name)
     size = tuple(size or preset.size)
@@ -120,9 +154,16 @@ def run_preset(name: str, *, size=None, batch: int = 2, reps: int = 10, warmup: 
     if preset.peer and with_peer:
         weights = pair_weights(preset, cfg, seed)
     subjects = build_subjects(preset, cfg, seed=seed, with_peer=with_peer, weights=weights)
+    variant_options = list(variant_options)
+    if variant_options:
+        variant = _build_variant(preset, cfg_for(preset, list(extra_options) + variant_options),
+                                 subjects["ours"], weights, seed)
+        subjects = {"ours": subjects["ours"], "variant": variant,
+                    **{k: v for k, v in subjects.items() if k != "ours"}}
     logger.info("%s: built %s in %.1f s", name, "/".join(subjects), time.perf_counter() - t0)
     result = {"preset": name, "description": preset.description, "size": list(size),
               "batch": batch, "impls": list(subjects), "rows": [], "ratios": [], "memory": [],
+              "variant_options": variant_options, "variant_ratios": [],
               "flops": None, "profile": {}, "skipped": []}
     b1 = batch_for(preset, cfg, 1, size, seed)
     bn = batch_for(preset, cfg, batch, size, seed)
@@ -163,6 +204,7 @@ def run_preset(name: str, *, size=None, batch: int = 2, reps: int = 10, warmup: 
     if "train" in modes:
         timed("train", batch, bn, "train_step")
     result["ratios"] = _ratio_rows(result["rows"])
+    result["variant_ratios"] = _variant_ratio_rows(result["rows"])
 
     if profile:
         for impl, s in subjects.items():
@@ -184,7 +226,8 @@ def run_preset(name: str, *, size=None, batch: int = 2, reps: int = 10, warmup: 
             for mode, bsz in mem_cases:
                 for impl in subjects:
                     spec = {"preset": name, "preset_fields": _preset_fields(preset),
-                            "extra_options": list(extra_options), "impl": impl,
+                            "extra_options": list(extra_options) + (variant_options if impl == "variant" else []),
+                            "impl": "ours" if impl == "variant" else impl,
                             "mode": mode, "batch": bsz, "size": list(size), "threads": threads,
                             "seed": seed, "weights": wpath}
                     r = _run_worker(spec, worker_timeout)

@@ -79,3 +79,37 @@ def test_every_model_preset_runs(tmp_path):
     for s in sections:
         assert [(r["case"], r["batch"]) for r in s["rows"]] == [("network", 1)], s["preset"]
         assert s["rows"][0]["median_ms"] > 0
+
+
+def test_benchmark_variant_same_weights_interleaved(tmp_path):
+    """--variant: our model again with extra config options (here compiled with dynamo's eager
+    backend), timed beside ours and the peer, with its own ratio rows and memory case."""
+    from tools.benchmark import main
+
+    out_json, out_md = tmp_path / "bench.json", tmp_path / "bench.md"
+    assert main(["--preset", "tiny_m2f_swin", "--batch", "2", "--reps", "1", "--warmup", "1",
+                 "--matmul-n", "128", "--modes", "network", "memory",
+                 "--variant", "MODEL.COMPILE.ENABLED", "True", "MODEL.COMPILE.BACKEND", "eager",
+                 "--json", str(out_json), "--md", str(out_md)]) == 0
+    (sec,) = json.loads(out_json.read_text())["presets"]
+    assert sec["impls"] == ["ours", "variant", "peer"]
+    assert sec["variant_options"] == ["MODEL.COMPILE.ENABLED", "True", "MODEL.COMPILE.BACKEND", "eager"]
+    assert {(r["impl"], r["batch"]) for r in sec["rows"]} == {(i, b) for i in sec["impls"] for b in (1, 2)}
+    assert [(q["case"], q["batch"]) for q in sec["variant_ratios"]] == [("network", 1), ("network", 2)]
+    for q in sec["variant_ratios"]:
+        assert abs(q["variant_over_ours_latency"] * q["speedup_variant_vs_ours"] - 1) < 1e-9
+        assert q["speedup_variant_vs_peer"] > 0
+    assert [m["impl"] for m in sec["memory"]] == ["ours", "variant", "peer"]
+    assert "| tiny_m2f_swin | MODEL.COMPILE.ENABLED True MODEL.COMPILE.BACKEND eager | network | 1 |" \
+        in out_md.read_text()
+
+
+def test_benchmark_variant_arguments_checked():
+    import pytest
+
+    from tools.benchmark import parse_args
+
+    with pytest.raises(SystemExit):
+        parse_args(["--preset", "tiny_m2f_swin", "--variant", "MODEL.COMPILE.ENABLED"])
+    with pytest.raises(SystemExit):
+        parse_args(["--preset", "tiny_m2f_swin", "--warmup", "0", "--variant", "MODEL.COMPILE.ENABLED", "True"])
