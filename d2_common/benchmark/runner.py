@@ -69,12 +69,17 @@ def _timing_rows(case: str, batch: int, size, timings: Dict[str, List[float]],
     return rows
 
 
-def _ratio_rows(rows: List[Dict]) -> List[Dict]:
-    out = []
+def _rows_by_case(rows: List[Dict]) -> Dict:
+    """{(case, batch): {impl: timing row}}."""
     by_case = {}
     for r in rows:
         by_case.setdefault((r["case"], r["batch"]), {})[r["impl"]] = r
-    for (case, batch), impls in by_case.items():
+    return by_case
+
+
+def _ratio_rows(rows: List[Dict]) -> List[Dict]:
+    out = []
+    for (case, batch), impls in _rows_by_case(rows).items():
         if "ours" in impls and "peer" in impls:
             o, p = impls["ours"], impls["peer"]
             out.append({"case": case, "batch": batch,
@@ -84,11 +89,8 @@ def _ratio_rows(rows: List[Dict]) -> List[Dict]:
 
 
 def _variant_ratio_rows(rows: List[Dict]) -> List[Dict]:
-    by_case = {}
-    for r in rows:
-        by_case.setdefault((r["case"], r["batch"]), {})[r["impl"]] = r
     out = []
-    for (case, batch), impls in by_case.items():
+    for (case, batch), impls in _rows_by_case(rows).items():
         if "variant" in impls and "ours" in impls:
             v = impls["variant"]["median_ms"]
             row = {"case": case, "batch": batch, "variant_over_ours_latency": v / impls["ours"]["median_ms"],

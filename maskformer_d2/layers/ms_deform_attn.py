@@ -262,7 +262,7 @@ def _gather_at_pixels(value: torch.Tensor, shapes: List[Tuple[int, int]], x: tor
     -> (N, Lq, M * D)."""
     n, _, m, d = value.shape
     _, lq, _, num_levels, num_points = x.shape
-    device, dtype = value.device, value.dtype
+    device = value.device
 
     # Value table with a zero border per level: (N, S_padded, M, D) -> rows of D channels.
     tables, starts, row_lengths = [], [], []
@@ -283,7 +283,6 @@ def _gather_at_pixels(value: torch.Tensor, shapes: List[Tuple[int, int]], x: tor
     x0, y0 = x.floor(), y.floor()
     fx, fy = x - x0, y - y0  # (N, Lq, M, L, P)
 
-    # Row of the top-left corner in the flattened (N, S_padded, M) table, then the 4 corners.
     # A bag's entries may come in any order: corner-major (N, Lq, M, 4, L, P) keeps every
     # elementwise op below on contiguous (L, P) blocks instead of size-2 inner dimensions.
     # Row of the top-left corner in the flattened (N, S_padded, M) table:
