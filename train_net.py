@@ -29,6 +29,7 @@ from d2_common.config_checks import (
 )
 from d2_common.engine import add_engine_config, launch
 from d2_common.resume import ResilientCheckpointer
+from d2_common.safe_yaml import make_cfg_safe
 from d2_common.engine.trainer import Trainer
 from d2_common.validation import add_validation_config
 
@@ -36,7 +37,8 @@ logger = logging.getLogger("restr_d2.train_net")
 
 
 def build_cfg():
-    """A config with the keys of every model family."""
+    """A config with the keys of every model family; its YAML loading never runs Python tags
+    (a ``SafeCfgNode``: ``cfg.merge_from_file`` is safe)."""
     cfg = get_cfg()
     add_deeplab_config(cfg)
     maskformer_d2.add_maskformer2_config(cfg)
@@ -44,7 +46,7 @@ def build_cfg():
     restr_d2.add_restr_config(cfg)
     add_engine_config(cfg)
     add_validation_config(cfg)
-    return cfg
+    return make_cfg_safe(cfg)
 
 
 def load_config(config_file, opts=()):

@@ -29,6 +29,10 @@ import yaml
 from detectron2.config import CfgNode
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
+# configs and checkpoints are read without running code (issue 19)
+from .safe_checkpoint import SafeDetectionCheckpointer
+from .safe_yaml import load_yaml_with_base as safe_load_yaml_with_base, safe_merge_from_file
+
 __all__ = [
     "ConfigCheckError",
     "UnknownConfigKeyError",
@@ -233,16 +237,16 @@ def check_config_file(cfg: CfgNode, path: str) -> bool:
         text = f.read()
     try:
         if yaml.safe_load(text) is None:
-            # fvcore's loader fails on an empty document with a TypeError
             logger.warning(f"config file {path} is empty: nothing to merge")
             return False
     except yaml.YAMLError:
-        pass  # a non-"safe" document (python tags); the loader below decides
+        pass  # e.g. a Python tag: the safe loader below names file, line and tag
     try:
-        loaded = cfg.load_yaml_with_base(path, allow_unsafe=True)
+        # never yaml.unsafe_load: a Python tag is an UnsafeYAMLError (file, line, tag)
+        loaded = safe_load_yaml_with_base(path)
     except yaml.YAMLError as e:
         raise ConfigCheckError(f"{path} (or one of its _BASE_ files) is not valid YAML: {e}") from e
-    except (FileNotFoundError, AssertionError, OSError) as e:
+    except (FileNotFoundError, OSError) as e:
         raise FileNotFoundError(f"{path}: cannot load it or a _BASE_ file it names: {e}") from e
     if not isinstance(loaded, dict):
         raise ConfigCheckError(f"{path} must contain a mapping of config keys, got {_type_name(loaded)}")
@@ -260,9 +264,9 @@ def check_config_file(cfg: CfgNode, path: str) -> bool:
 def merge_from_file_checked(cfg: CfgNode, path: str) -> CfgNode:
     """``cfg.merge_from_file(path)`` after :func:`check_config_file`: every unknown key (with
     a did-you-mean) and wrong value type of the file and its ``_BASE_`` files is reported at
-    once, and nothing is merged then."""
+    once, and nothing is merged then. YAML is loaded safely (``cfg`` becomes a ``SafeCfgNode``)."""
     if check_config_file(cfg, path):
-        cfg.merge_from_file(path)
+        safe_merge_from_file(cfg, path)
     return cfg
 
 
@@ -484,10 +488,8 @@ def load_weights_checked(model, path: str, *, allow_shape_mismatch: bool = False
     detectron2 alone skips such tensors with a warning, so an evaluation with the wrong
     NUM_CLASSES silently runs a random classifier. Returns fvcore's incompatible-keys tuple.
     """
-    from detectron2.checkpoint import DetectionCheckpointer
-
     check_weights_file(path)
-    checkpointer = checkpointer if checkpointer is not None else DetectionCheckpointer(model)
+    checkpointer = checkpointer if checkpointer is not None else SafeDetectionCheckpointer(model)
     checkpoint = checkpointer._load_file(path)
     incompatible = checkpointer._load_model(checkpoint)
     bad = [ShapeMismatch(k, tuple(a), tuple(b)) for k, a, b in incompatible.incorrect_shapes]

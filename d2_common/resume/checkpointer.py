@@ -4,7 +4,8 @@ import re
 import tempfile
 
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
+
+from ..safe_checkpoint import SafeDetectionCheckpointer, UnsafePickleError
 
 logger = logging.getLogger(__name__)
 
@@ -43,10 +44,13 @@ def _iteration_of(filename):
     return int(m.group(1)) if m else -1
 
 
-class ResilientCheckpointer(DetectionCheckpointer):
+class ResilientCheckpointer(SafeDetectionCheckpointer):
     """DetectionCheckpointer whose saves are atomic, whose loads name corrupt files, and whose
     resume falls back (with a warning) to the newest readable checkpoint when the one tagged in
-    ``last_checkpoint`` is corrupt. The corrupt file is kept, renamed to ``*.corrupt``."""
+    ``last_checkpoint`` is corrupt. The corrupt file is kept, renamed to ``*.corrupt``.
+
+    Files are read without running code (:class:`SafeDetectionCheckpointer`); a file refused
+    for that (``UnsafePickleError``) is not "corrupt": it stops the load, with no fallback."""
 
     def save(self, name, **kwargs):
         if not self.save_dir or not self.save_to_disk:
@@ -78,6 +82,8 @@ class ResilientCheckpointer(DetectionCheckpointer):
             return super()._load_file(filename)
         try:
             return super()._load_file(filename)
+        except UnsafePickleError:
+            raise  # names the file and the refused global; falling back would hide it
         except Exception as e:  # torch raises several types for a damaged zip/pickle
             raise CorruptCheckpointError(filename, f"{type(e).__name__}: {e}") from e
 

@@ -5,10 +5,11 @@ from typing import Dict, List, Sequence, Union
 
 import numpy as np
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import transforms as T
 from detectron2.modeling import build_model
 from PIL import Image
+
+from d2_common.safe_checkpoint import SafeDetectionCheckpointer
 
 from ..modeling.restr.resize import resize_and_pad, resized_shape
 
@@ -38,7 +39,7 @@ class ReferringPredictor:
         self.model = build_model(self.cfg)
         self.model.eval()
         if cfg.MODEL.WEIGHTS:
-            DetectionCheckpointer(self.model).load(cfg.MODEL.WEIGHTS)
+            SafeDetectionCheckpointer(self.model).load(cfg.MODEL.WEIGHTS)
         else:
             logger.warning("ReferringPredictor: MODEL.WEIGHTS is empty, using random weights")
         self.input_format = cfg.INPUT.FORMAT

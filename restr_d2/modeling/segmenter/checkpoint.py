@@ -10,7 +10,7 @@ import math
 from typing import Dict, Iterable, Mapping, Optional, Tuple
 
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
+from d2_common.safe_checkpoint import SafeDetectionCheckpointer
 
 from ..backbone.pos_embed import resize_pos_embed
 
@@ -122,7 +122,7 @@ def convert_official_segmenter(
     return sd
 
 
-class SegmenterCheckpointer(DetectionCheckpointer):
+class SegmenterCheckpointer(SafeDetectionCheckpointer):
     """``DetectionCheckpointer`` that refuses partial loads.
 
     detectron2 skips shape-mismatched keys with a warning (e.g. a 150-class checkpoint into a
