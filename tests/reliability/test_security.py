@@ -475,3 +475,81 @@ def test_converters_refuse_malicious_input(tmp_path, marker):
             tool.main(argv)
         assert e.value.source == evil and "posix.system" in str(e.value), what
         assert not (tmp_path / "out.safetensors").exists(), what
+
+
+def test_the_payloads_run_code_when_loaded_unsafely(tmp_path):
+    """The malicious files above are live: detectron2/fvcore's unsafe YAML fallback and a plain
+    ``pickle.load`` do run them (so the refusals above are what keeps the marker absent)."""
+    from fvcore.common.config import CfgNode as FvCfgNode
+
+    yaml_marker, pkl_marker = tmp_path / "yaml_ran", tmp_path / "pkl_ran"
+    FvCfgNode.load_yaml_with_base(_evil_yaml(tmp_path / "evil.yaml", yaml_marker), allow_unsafe=True)
+    with open(_evil_pkl(tmp_path / "evil.pkl", pkl_marker), "rb") as f:
+        pickle.load(f, encoding="latin1")
+    assert yaml_marker.exists() and pkl_marker.exists()
+
+
+# -- converters write .safetensors ------------------------------------------------------------------
+def _assert_same_tensors(a, b):
+    assert set(a) == set(b)
+    for k in a:
+        assert torch.equal(torch.as_tensor(a[k]), torch.as_tensor(b[k])), k
+
+
+def test_backbone_converter_writes_safetensors_equal_to_its_pkl(tmp_path):
+    import torchvision
+
+    from detectron2.layers import ShapeSpec
+    from detectron2.modeling.backbone import build_resnet_backbone
+
+    tool = _load_script("security_convert_backbone", "tools/convert_pretrained_backbone.py")
+    torch.manual_seed(0)
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), tmp_path / "r18.pth")
+    tool.main(["--format", "torchvision", str(tmp_path / "r18.pth"), str(tmp_path / "r18.pkl")])
+    tool.main(["--format", "torchvision", str(tmp_path / "r18.pth"), str(tmp_path / "r18.safetensors")])
+    from_pkl = load_checkpoint_file(str(tmp_path / "r18.pkl"))
+    from_st = load_checkpoint_file(str(tmp_path / "r18.safetensors"))
+    _assert_same_tensors(from_pkl["model"], from_st["model"])
+    assert from_st["matching_heuristics"] is True and from_st["__author__"] == "torchvision"
+
+    # loads into model.backbone through the matching heuristics, like the .pkl
+    cfg = get_cfg()
+    cfg.MODEL.RESNETS.DEPTH, cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 18, 64
+    cfg.MODEL.RESNETS.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
+    wrapper = torch.nn.Module()
+    wrapper.backbone = build_resnet_backbone(cfg, ShapeSpec(channels=3))
+    checkpointer = SafeDetectionCheckpointer(wrapper)
+    incompatible = checkpointer._load_model(checkpointer._load_file(str(tmp_path / "r18.safetensors")))
+    assert not incompatible.missing_keys and not incompatible.unexpected_keys
+    _assert_same_tensors({k[len("backbone."):]: v for k, v in wrapper.state_dict().items()}, from_st["model"])
+
+
+def test_segmenter_converter_writes_safetensors(tmp_path):
+    from restr_d2.modeling.segmenter.checkpoint import ENCODER_ONLY_FLAG, SegmenterCheckpointer
+
+    tool = _load_script("security_convert_segmenter", "tools/convert_segmenter_checkpoint.py")
+    torch.manual_seed(2)
+    sd = build_model(_segmenter_cfg()).state_dict()
+    torch.save({"model": sd, "optimizer": {"state": {}, "param_groups": []}, "n_cls": 8, "epoch": 3,
+                "lr_scheduler": {"base_lrs": [0.01], "last_epoch": 10, "power": 0.9}}, tmp_path / "official.pth")
+    tool.main(["--from", "segmenter", str(tmp_path / "official.pth"), str(tmp_path / "seg.safetensors"),
+               "--encoder-only"])
+    ckpt = load_checkpoint_file(str(tmp_path / "seg.safetensors"))
+    assert ckpt[ENCODER_ONLY_FLAG] is True
+    model = build_model(_segmenter_cfg())
+    SegmenterCheckpointer(model).load(str(tmp_path / "seg.safetensors"))
+    for k, v in model.state_dict().items():
+        if k.startswith("encoder."):
+            assert torch.equal(v, sd[k]), k
+
+
+def test_restr_converter_writes_safetensors(tmp_path):
+    tool = _load_script("security_convert_restr", "tools/convert_restr_checkpoint.py")
+    cfg = train_net.build_cfg()
+    merge_from_file_checked(cfg, os.path.join(SHAPES, "restr_shapes.yaml"))
+    torch.manual_seed(3)
+    sd = build_model(cfg).state_dict()
+    torch.save(sd, tmp_path / "official.pth")
+    tool.main([str(tmp_path / "official.pth"), str(tmp_path / "restr.safetensors"),
+               "--config-file", os.path.join(SHAPES, "restr_shapes.yaml")])
+    _assert_same_tensors(load_checkpoint_file(str(tmp_path / "restr.safetensors"))["model"], sd)
