@@ -32,7 +32,13 @@ from d2_common.safe_checkpoint import (
     save_checkpoint,
 )
 from d2_common.safe_pickle import UnsafePickleError, safe_pickle_load, safe_pickle_loads, torch_load_weights_only
-from d2_common.safe_yaml import SafeCfgNode, UnsafeYAMLError, load_yaml_with_base, safe_merge_from_file
+from d2_common.safe_yaml import (
+    SafeCfgNode,
+    UnsafeYAMLError,
+    load_yaml_with_base,
+    make_cfg_safe,
+    safe_merge_from_file,
+)
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SHAPES = os.path.join(REPO, "configs", "shapes")
@@ -154,7 +160,7 @@ def test_make_cfg_safe_keeps_keys_values_and_flags():
     cfg.MODEL.set_new_allowed(True)
     reference = cfg.clone()
     cfg.freeze()
-    safe_cfg = safe_merge_from_file.__globals__["make_cfg_safe"](cfg)
+    safe_cfg = make_cfg_safe(cfg)
     assert safe_cfg is cfg and type(cfg) is SafeCfgNode and cfg.is_frozen()
     assert cfg.MODEL.is_new_allowed() and not cfg.INPUT.is_new_allowed()
     assert "__class__" not in cfg and dict(cfg) == dict(reference)
@@ -232,6 +238,27 @@ def test_allowed_data_round_trips():
                 assert loaded[k] == v and type(loaded[k]) is type(v), (protocol, k)
     assert safe_pickle_loads(_py2_pickle(), encoding="utf-8") == {"sent": "café", "ids": [1, 2]}
     assert safe_pickle_loads(_py2_pickle(), encoding="latin1")["sent"] == "cafÃ©"
+
+
+def _py2_float32_array(values):
+    """Pickle opcodes Python 2 + NumPy 1.x write for ``np.array(values, "<f4")``: the buffer is
+    an 8-bit ``str`` (SHORT_BINSTRING), which only ``encoding="latin1"`` turns back into bytes."""
+    raw = np.asarray(values, "<f4").tobytes()
+    return (b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\nK\x00\x85U\x01b\x87R(K\x01K"
+            + bytes([len(values)]) + b"\x85cnumpy\ndtype\nU\x02f4K\x00K\x01\x87R(K\x03U\x01<NNN"
+            b"J\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb\x89U" + bytes([len(raw)]) + raw + b"tb")
+
+
+def test_python2_caffe2_pkl_loads(tmp_path):
+    """A Detectron (Caffe2) ImageNet .pkl as Python 2 wrote it: {"blobs": {name: array}}."""
+    data = (b"\x80\x02}(U\x05blobs}(U\x07conv1_w" + _py2_float32_array([1.0, 2.0, 3.0])
+            + b"U\x10conv1_w_momentum" + _py2_float32_array([0.0, 0.0, 0.0]) + b"uu.")
+    (tmp_path / "R-50.pkl").write_bytes(data)
+    ckpt = load_checkpoint_file(str(tmp_path / "R-50.pkl"))
+    assert ckpt["__author__"] == "Caffe2" and ckpt["matching_heuristics"] is True
+    assert list(ckpt["model"]) == ["conv1_w"]  # momentum blobs dropped, as detectron2 does
+    assert ckpt["model"]["conv1_w"].dtype == np.float32
+    assert ckpt["model"]["conv1_w"].tolist() == [1.0, 2.0, 3.0]
 
 
 @pytest.mark.parametrize("protocol", [0, 2, 4])
