@@ -54,6 +54,9 @@ class UnsafeYAMLError(ValueError):
             "string, list or mapping instead"
         )
 
+    def __reduce__(self):  # picklable across processes (detectron2 launch)
+        return type(self), (self.path, self.line, self.column, self.tag)
+
 
 class SafeConfigLoader(yaml.SafeLoader):
     """``yaml.SafeLoader`` whose unknown tags (``!!python/...`` among them) raise

@@ -106,6 +106,7 @@ def test_python_tag_error_names_file_line_and_tag(tmp_path, marker):
     assert (e.value.path, e.value.line) == (path, 2)
     msg = str(e.value)
     assert path in msg and "line 2" in msg and "!!python/object/apply:os.system" in msg
+    assert str(pickle.loads(pickle.dumps(e.value))) == msg  # crosses process boundaries intact
     # any tag the safe loader does not know is refused the same way (not silently unsafe-loaded)
     (tmp_path / "custom.yaml").write_text("A: 1\nB: !mytag 3\n")
     with pytest.raises(UnsafeYAMLError, match=r"custom.yaml, line 2.*unknown tag !mytag"):
@@ -267,6 +268,7 @@ def test_code_running_pickles_are_refused(tmp_path, marker, protocol):
     with pytest.raises(UnsafePickleError) as e:
         safe_pickle_load(path)
     assert e.value.source == path and e.value.global_name in ("posix.system", "os.system")
+    assert str(pickle.loads(pickle.dumps(e.value))) == str(e.value)
     assert path in str(e.value) and e.value.global_name in str(e.value)
 
 
