@@ -25,6 +25,7 @@ from detectron2.modeling import build_model
 
 import maskformer_d2  # noqa: F401  (registers the models)
 import restr_d2  # noqa: F401
+import train_net  # the repo root is on sys.path (tests/conftest.py)
 from d2_common.config_checks import merge_from_file_checked
 from d2_common.safe_checkpoint import (
     SafeDetectionCheckpointer,
@@ -44,8 +45,6 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 SHAPES = os.path.join(REPO, "configs", "shapes")
 SEGMENTER_CFG = os.path.join(SHAPES, "segmenter_linear.yaml")
 FIXTURES = os.path.join(REPO, "tests", "fixtures")
-
-import train_net  # noqa: E402  (the repo root is on sys.path: tests/conftest.py)
 
 
 def _load_script(name, rel):
@@ -401,10 +400,8 @@ def test_official_format_pkl_of_the_fixtures_load(tmp_path):
     official files, and 4) load unchanged."""
     names = ["m2f_head/state_dict.pt", "mf_head/state_dict.pt", "restr_small/state_dict.pt"]
     for name in names:
-        sd = torch_load_weights_only(os.path.join(FIXTURES, name))
-        sd = sd.get("model", sd) if "model" in sd else sd
-        sd = {k: v for k, v in sd.items() if isinstance(v, torch.Tensor)}
-        assert len(sd) > 10, name
+        sd = torch_load_weights_only(os.path.join(FIXTURES, name))  # {key: tensor}
+        assert len(sd) > 100 and all(isinstance(v, torch.Tensor) for v in sd.values()), name
         for protocol in (2, 4):
             ckpt = load_checkpoint_file(_model_zoo_pkl(sd, tmp_path / f"{protocol}.pkl", protocol))
             assert ckpt["__author__"] == "official" and set(ckpt["model"]) == set(sd)
