@@ -195,9 +195,8 @@ def load_model_weights(model: nn.Module, path: str, *, policy: str = "complete",
 
     Returns fvcore's incompatible-keys tuple.
     """
-    from detectron2.checkpoint import DetectionCheckpointer
-
     from .config_checks import check_weights_file
+    from .safe_checkpoint import SafeDetectionCheckpointer
 
     if not path:
         if policy == "complete":
@@ -207,7 +206,7 @@ def load_model_weights(model: nn.Module, path: str, *, policy: str = "complete",
         logger.info("MODEL.WEIGHTS is empty: the model starts from its random initialisation")
         return None
     check_weights_file(path)
-    checkpointer = checkpointer if checkpointer is not None else DetectionCheckpointer(model)
+    checkpointer = checkpointer if checkpointer is not None else SafeDetectionCheckpointer(model)
     checkpoint = checkpointer._load_file(path)
     file_keys = list(checkpoint.get("model", {}).keys()) if isinstance(checkpoint, dict) else []
     iteration = checkpoint.get("iteration") if isinstance(checkpoint, dict) else None

@@ -26,7 +26,8 @@ import yaml
 from detectron2.config import CfgNode
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
-from .config.yaml_loading import ConfigYAMLError, load_yaml_with_base
+from .config.safe_cfg import safe_merge_from_file
+from .config.yaml_loading import ConfigYAMLError, UnsafeYAMLError, load_yaml_with_base
 
 __all__ = [
     "ConfigCheckError",
@@ -232,15 +233,16 @@ def check_config_file(cfg: CfgNode, path: str) -> bool:
         text = f.read()
     try:
         if yaml.safe_load(text) is None:
-            # fvcore's loader fails on an empty document with a TypeError
             logger.warning(f"config file {path} is empty: nothing to merge")
             return False
     except yaml.YAMLError:
         pass  # a tag or a syntax error: the loader below names it
     try:
-        # read safely: a Python tag is a ConfigYAMLError naming the file, line and tag
+        # read safely: a Python tag is an UnsafeYAMLError naming the file, line and tag
         loaded = load_yaml_with_base(path)
-    except ConfigYAMLError as e:
+    except UnsafeYAMLError:
+        raise
+    except ConfigYAMLError as e:  # malformed YAML, not a mapping, a _BASE_ loop
         raise ConfigCheckError(str(e)) from None
     except (FileNotFoundError, OSError) as e:
         raise FileNotFoundError(f"{path}: cannot load it or a _BASE_ file it names: {e}") from e
@@ -260,9 +262,9 @@ def check_config_file(cfg: CfgNode, path: str) -> bool:
 def merge_from_file_checked(cfg: CfgNode, path: str) -> CfgNode:
     """``cfg.merge_from_file(path)`` after :func:`check_config_file`: every unknown key (with
     a did-you-mean) and wrong value type of the file and its ``_BASE_`` files is reported at
-    once, and nothing is merged then."""
+    once, and nothing is merged then. YAML is loaded safely (``cfg`` becomes a ``SafeCfgNode``)."""
     if check_config_file(cfg, path):
-        cfg.merge_from_file(path)
+        safe_merge_from_file(cfg, path)
     return cfg
 
 

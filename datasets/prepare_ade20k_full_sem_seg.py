@@ -7,13 +7,13 @@ neighbour), maps classes to trainIds 0..846 and writes ``images_detectron2/{trai
 and 16-bit ``annotations_detectron2/{training,validation}/*.tif`` (65535 = unlabeled).
 """
 import os
-import pickle
 
 import cv2
 import numpy as np
 from PIL import Image
 
 from _prepare_common import parse_root
+from d2_common.safe_pickle import safe_pickle_load
 from maskformer_d2.data.datasets.categories import ade20k_full_categories
 
 IGNORE = 65535
@@ -48,8 +48,8 @@ def convert(root):
             f"{index_file!r} does not exist. Unpack ADE20K_2021_17_01 under --root / "
             "DETECTRON2_DATASETS first."
         )
-    with open(index_file, "rb") as f:
-        index = pickle.load(f)
+    # lists and NumPy arrays only: any other global is refused (UnsafePickleError), never run
+    index = safe_pickle_load(index_file)
     cats = ade20k_full_categories()
     lut = np.full(max(c["id"] for c in cats) + 1, IGNORE, dtype=np.uint16)
     for c in cats:

@@ -29,12 +29,12 @@ if _REPO not in sys.path:
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
 from detectron2.modeling import build_model  # noqa: E402
 from fvcore.nn import parameter_count_table  # noqa: E402
 from detectron2.utils.logger import setup_logger  # noqa: E402
 
 from d2_common.config import load_config  # noqa: E402
+from d2_common.safe_checkpoint import SafeDetectionCheckpointer  # noqa: E402
 
 __all__ = ["count_parameters", "count_flops", "InferenceAdapter", "main"]
 
@@ -162,7 +162,7 @@ def main(argv=None):
     cfg = setup_cfg(args)
     model = build_model(cfg)
     if cfg.MODEL.WEIGHTS:
-        DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+        SafeDetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
     model.eval()
     results = {}
     if "structure" in args.tasks:

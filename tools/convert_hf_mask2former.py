@@ -19,15 +19,15 @@ Usage:
         [--expected-keys keys.json]
 
 `DIR_OR_FILE` is a `save_pretrained` directory, or a `.safetensors`/`.bin`/`.pt` state dict
-(then `--hf-config` gives its `config.json`). Nothing is downloaded.
+(then `--hf-config` gives its `config.json`; `.bin`/`.pt` are read with
+`torch.load(weights_only=True)`). Nothing is downloaded. `--output model.safetensors` writes
+safetensors (tensors only), any other name `torch.save`.
 """
 import argparse
 import json
 import logging
 import os
 import sys
-
-import torch
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if _REPO not in sys.path:
@@ -36,6 +36,8 @@ if _REPO not in sys.path:
 from d2_common.benchmark.hf_mask2former import (  # noqa: E402
     build_d2_cfg, check_expected_keys, convert_hf_to_d2, hf_config_to_d2_options,
 )
+from d2_common.safe_checkpoint import load_checkpoint_file, save_checkpoint  # noqa: E402
+from d2_common.safe_pickle import torch_load_weights_only  # noqa: E402
 
 logger = logging.getLogger("convert_hf_mask2former")
 
@@ -57,7 +59,7 @@ def _load_hf(path, config_path=None):
 
         sd = load_file(path)
     else:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
+        sd = torch_load_weights_only(path)  # an UnsafePickleError names the file and the global
         if "state_dict" in sd and isinstance(sd["state_dict"], dict):
             sd = sd["state_dict"]
     return sd, config
@@ -69,7 +71,8 @@ def main(argv=None):
     parser.add_argument("--hf-model", required=True,
                         help="save_pretrained directory, or a .safetensors/.bin/.pt state dict")
     parser.add_argument("--hf-config", help="config.json for a state-dict file")
-    parser.add_argument("--output", required=True, help="detectron2 checkpoint to write (.pth)")
+    parser.add_argument("--output", required=True,
+                        help="detectron2 checkpoint to write (.pth, or .safetensors)")
     parser.add_argument("--config-out", help="write a detectron2 YAML for the converted model")
     parser.add_argument("--verify-config",
                         help="build our model from this YAML and load the weights with strict=True")
@@ -96,8 +99,8 @@ def main(argv=None):
                     "head's last logit is no-object):\n# " + json.dumps(names) + "\n")
             f.write(cfg.dump())
         logger.info("wrote %s", args.config_out)
-    torch.save({"model": converted, "__author__": "convert_hf_mask2former",
-                "matching_heuristics": False}, args.output)
+    save_checkpoint({"model": converted, "__author__": "convert_hf_mask2former",
+                     "matching_heuristics": False}, args.output)
     logger.info("wrote %s", args.output)
     if args.verify_config:
         from detectron2.modeling import build_model
@@ -105,7 +108,7 @@ def main(argv=None):
         import maskformer_d2  # noqa: F401  (registers the model)
 
         model = build_model(build_d2_cfg([], args.verify_config))
-        saved = torch.load(args.output, map_location="cpu", weights_only=True)["model"]
+        saved = load_checkpoint_file(args.output)["model"]
         model.load_state_dict(saved, strict=True)
         logger.info("%s reloaded into %s built from %s with strict=True",
                     args.output, type(model).__name__, args.verify_config)

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""Convert ImageNet backbones to detectron2 ``.pkl`` checkpoints.
+"""Convert ImageNet backbones to detectron2 ``.pkl`` (or ``.safetensors``) checkpoints.
 
     python tools/convert_pretrained_backbone.py --format torchvision R-50.pth R-50.pkl
-    python tools/convert_pretrained_backbone.py --format timm-swin swin_tiny.pth swin_tiny.pkl
+    python tools/convert_pretrained_backbone.py --format timm-swin swin_tiny.pth swin_tiny.safetensors
 
 * ``torchvision``: a torchvision ResNet-50/101 (or any torchvision ResNet) state dict ->
   detectron2 ``ResNet`` keys (``stem.conv1``, ``res2.0.conv1.norm``, ``res2.0.shortcut``...).
@@ -24,7 +24,9 @@
 The classifier (``fc`` / ``head``) and BatchNorm's ``num_batches_tracked`` are dropped.
 Output: ``{"model": {name: numpy array}, "__author__": ..., "matching_heuristics": True}``,
 which ``DetectionCheckpointer`` loads into ``model.backbone`` (matching heuristics add the
-``backbone.`` prefix).
+``backbone.`` prefix). An output named ``*.safetensors`` holds the same tensors, with
+``__author__`` and ``matching_heuristics`` in its metadata. The source is read with
+``torch.load(weights_only=True)``.
 """
 import argparse
 import logging
@@ -48,7 +50,9 @@ FORMATS = ("torchvision", "timm-swin")
 
 def load_state_dict(path):
     """A state dict from a ``.pth`` (bare, or under "model" / "state_dict" / "state_dict_ema")."""
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    from d2_common.safe_pickle import torch_load_weights_only
+
+    obj = torch_load_weights_only(path)  # an UnsafePickleError names the file and the global
     for key in ("model", "state_dict", "state_dict_ema"):
         if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
             obj = obj[key]
@@ -145,7 +149,7 @@ def get_parser():
     parser = argparse.ArgumentParser(description="ImageNet backbone -> detectron2 .pkl")
     parser.add_argument("--format", required=True, choices=FORMATS, help="layout of the source state dict")
     parser.add_argument("source", help=".pth state dict (torchvision ResNet or timm Swin V1)")
-    parser.add_argument("output", help="output .pkl")
+    parser.add_argument("output", help="output .pkl (detectron2 model-zoo layout) or .safetensors")
     return parser
 
 
@@ -157,7 +161,12 @@ def main(argv=None):
         converted, author = convert_torchvision_resnet(sd), "torchvision"
     else:
         converted, author = convert_timm_swin(sd), "timm"
-    save_d2_pkl(converted, args.output, author)
+    if args.output.endswith(".safetensors"):
+        from d2_common.safe_checkpoint import save_checkpoint
+
+        save_checkpoint({"model": converted, "__author__": author, "matching_heuristics": True}, args.output)
+    else:
+        save_d2_pkl(converted, args.output, author)
     logger.info(f"{args.source} ({args.format}, {len(sd)} tensors) -> {args.output} ({len(converted)} tensors)")
     return converted
 

@@ -18,10 +18,10 @@ import argparse
 import os
 import sys
 
-import torch
-
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from d2_common.safe_checkpoint import save_checkpoint  # noqa: E402
+from d2_common.safe_pickle import torch_load_weights_only  # noqa: E402
 from restr_d2.modeling.restr.checkpoint import convert_official_restr_state_dict  # noqa: E402
 
 
@@ -30,11 +30,12 @@ def check_against_config(state_dict, config_file, opts):
     from detectron2.modeling import build_model
 
     import restr_d2  # noqa: F401  (registers ReSTR)
+    from d2_common.config import safe_merge_from_file
     from restr_d2.config import add_restr_config
 
     cfg = get_cfg()
     add_restr_config(cfg)
-    cfg.merge_from_file(config_file)
+    safe_merge_from_file(cfg, config_file)
     cfg.merge_from_list(opts)
     cfg.MODEL.DEVICE = "cpu"
     cfg.MODEL.RESTR.LANGUAGE.EMBEDDING_FILE = ""  # the table comes from the checkpoint
@@ -46,16 +47,16 @@ def check_against_config(state_dict, config_file, opts):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("source", help="official ReSTR .pth")
-    parser.add_argument("output", help="detectron2 checkpoint to write (.pth)")
+    parser.add_argument("output", help="detectron2 checkpoint to write (.pth, or .safetensors)")
     parser.add_argument("--config-file", default="", help="check keys/shapes against this config")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     args = parser.parse_args(argv)
 
-    ckpt = torch.load(args.source, map_location="cpu", weights_only=True)
+    ckpt = torch_load_weights_only(args.source)  # an UnsafePickleError names the file and the global
     sd = convert_official_restr_state_dict(ckpt)
     if args.config_file:
         check_against_config(sd, args.config_file, args.opts)
-    torch.save(
+    save_checkpoint(
         {"model": sd, "__author__": "ReSTR official (tools/convert_restr_checkpoint.py)", "matching_heuristics": False},
         args.output,
     )

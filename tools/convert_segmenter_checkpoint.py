@@ -4,7 +4,8 @@
 The one converter for both sources, key by key; any key it cannot place is an error:
 
 * ``--from segmenter``: an official checkpoint (``{"model": state_dict, "optimizer", ...}``,
-  keys ``encoder.*``/``decoder.*``). Our model uses the same keys, so the weights are copied
+  keys ``encoder.*``/``decoder.*``; read with ``torch.load(weights_only=True)``: it holds
+  tensors and plain numbers only). Our model uses the same keys, so the weights are copied
   unchanged; ``--image-size`` resizes ``encoder.pos_embed`` for another training size and
   ``--encoder-only`` keeps the encoder only (fine-tuning on another class set).
 * ``--from timm``: an ImageNet ViT/DeiT: a timm ``.pth``/``.bin``/``.safetensors`` state dict
@@ -14,8 +15,9 @@ The one converter for both sources, key by key; any key it cannot place is an er
   Segmenter's pretrained loading (timm 0.4.12) does. A head with another class count (the
   21843-way in21k head) needs ``--head reinit`` (official behaviour: left at init).
 
-Load the output with ``MODEL.WEIGHTS`` through ``SegmenterCheckpointer`` (refuses partial
-loads), or plain ``DetectionCheckpointer``.
+The output is a ``.safetensors`` file if its name ends so (tensors only), else ``torch.save``.
+Load it with ``MODEL.WEIGHTS`` through ``SegmenterCheckpointer`` (refuses partial loads), or
+plain ``DetectionCheckpointer``.
 
 Examples::
 
@@ -29,9 +31,10 @@ import logging
 import os
 import sys
 
-import torch
-
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from d2_common.safe_checkpoint import save_checkpoint  # noqa: E402
+from d2_common.safe_pickle import torch_load_weights_only  # noqa: E402
 
 from restr_d2.modeling.backbone.timm_convert import convert_timm_vit, load_vit_source  # noqa: E402
 from restr_d2.modeling.segmenter.checkpoint import (  # noqa: E402
@@ -45,7 +48,7 @@ logger = logging.getLogger("convert_segmenter_checkpoint")
 def convert(args) -> dict:
     image_size = tuple(args.image_size) if args.image_size else None
     if args.source == "segmenter":
-        ckpt = torch.load(args.input, map_location="cpu", weights_only=False)
+        ckpt = torch_load_weights_only(args.input)
         sd = convert_official_segmenter(
             ckpt,
             image_size=image_size,
@@ -73,7 +76,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--from", dest="source", choices=("segmenter", "timm"), required=True)
     p.add_argument("input")
-    p.add_argument("output")
+    p.add_argument("output", help="checkpoint to write: .safetensors, else torch.save (.pth)")
     p.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"),
                    help="training size of the target model (resizes pos_embed if needed)")
     p.add_argument("--old-image-size", type=int, nargs=2, metavar=("H", "W"),
@@ -88,7 +91,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
     out = convert(args)
-    torch.save(out, args.output)
+    save_checkpoint(out, args.output)
     logger.info(f"wrote {len(out['model'])} tensors to {args.output}"
                 f"{' (encoder only)' if out.get(ENCODER_ONLY_FLAG) else ''}")
 

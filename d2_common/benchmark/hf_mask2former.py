@@ -411,7 +411,9 @@ def build_d2_cfg(options, base_config_file=None):
     add_deeplab_config(cfg)
     add_maskformer2_config(cfg)
     if base_config_file:
-        cfg.merge_from_file(base_config_file)
+        from d2_common.config import safe_merge_from_file
+
+        safe_merge_from_file(cfg, base_config_file)
     cfg.merge_from_list(list(options))
     cfg.MODEL.DEVICE = "cpu"
     return cfg

@@ -63,6 +63,7 @@ def build_d2_cfg_for_preset(preset, extra_options=()):
     from detectron2.projects.deeplab import add_deeplab_config
 
     from d2_common.engine import add_engine_config
+    from d2_common.config import safe_merge_from_file
 
     from .presets import CONFIG_DIR
 
@@ -82,7 +83,7 @@ def build_d2_cfg_for_preset(preset, extra_options=()):
         path = preset.base_config
         if not os.path.isabs(path):
             path = os.path.join(CONFIG_DIR, path)
-        cfg.merge_from_file(path)
+        safe_merge_from_file(cfg, path)
     cfg.merge_from_list(list(preset.options) + list(extra_options))
     cfg.MODEL.DEVICE = "cpu"
     cfg.MODEL.WEIGHTS = ""

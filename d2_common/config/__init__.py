@@ -11,4 +11,5 @@ from .families import (  # noqa: F401
     registered_families,
     yaml_value,
 )
-from .yaml_loading import ConfigYAMLError, evaluate_size_expression, load_yaml_with_base  # noqa: F401
+from .safe_cfg import SafeCfgNode, make_cfg_safe, safe_merge_from_file  # noqa: F401
+from .yaml_loading import ConfigYAMLError, UnsafeYAMLError, evaluate_size_expression, load_yaml_with_base  # noqa: F401

@@ -21,6 +21,7 @@ from ..acceleration import add_acceleration_config
 from ..engine.config import add_engine_config
 from ..validation import add_validation_config
 from .families import ConfigFamily, ConfigFamilyError, detect_family, registered_families, yaml_value
+from .safe_cfg import SafeCfgNode
 from .yaml_loading import load_yaml_with_base
 
 __all__ = ["ProjectCfgNode", "assemble_config", "build_cfg", "load_config", "config_tree"]
@@ -119,7 +120,7 @@ def _resolve_device(cfg: CfgNode, explicit: Optional[str]) -> None:
     logger.info(f"MODEL.DEVICE: detectron2's default {device!r} is not available here (no CUDA); using 'cpu'")
 
 
-class ProjectCfgNode(CfgNode):
+class ProjectCfgNode(SafeCfgNode):
     """detectron2's ``CfgNode`` that reads YAML safely and keeps one model family.
 
     ``merge_from_file`` of a YAML of another family than the one the config was built for is a

@@ -20,9 +20,11 @@ import os
 from typing import Any, Callable, Dict, Iterable, Optional
 
 import yaml
+from detectron2.utils.file_io import PathManager
 
 __all__ = [
     "ConfigYAMLError",
+    "UnsafeYAMLError",
     "evaluate_size_expression",
     "load_yaml_with_base",
     "resolve_relative_path",
@@ -36,6 +38,31 @@ _MAX_RANGE = 10_000  # a size list, not a way to allocate memory
 
 class ConfigYAMLError(ValueError):
     """A config file that is not valid YAML, or holds a tag / expression that is refused."""
+
+
+_YAML_TAG_PREFIX = "tag:yaml.org,2002:"
+
+
+class UnsafeYAMLError(ConfigYAMLError):
+    """A YAML file holds a tag that would construct a Python object (or any tag the safe loader
+    does not know), or an ``eval`` expression the restricted evaluator refuses."""
+
+    def __init__(self, path: str, line: int, column: int, tag: str, reason: str = ""):
+        self.path, self.line, self.column, self.tag, self.reason = path, line, column, tag, reason
+        shown = "!!" + tag[len(_YAML_TAG_PREFIX):] if tag.startswith(_YAML_TAG_PREFIX) else tag
+        if reason:
+            text = f"{reason}. Config files cannot run code; write the evaluated value instead"
+        else:
+            kind = "a Python tag" if shown.startswith("!!python/") else "an unknown tag"
+            text = (f"{kind} {shown} is refused. Python tags make the YAML loader build Python objects "
+                    "or call functions (a downloaded config could run commands), so configs are read "
+                    "with a safe loader (only the official '!!python/object/apply:eval' size "
+                    "expressions are evaluated, by a restricted evaluator): write the value as a plain "
+                    "number, string, list or mapping instead")
+        super().__init__(f"{path}, line {line}, column {column}: {text}")
+
+    def __reduce__(self):  # picklable across processes (detectron2 launch)
+        return type(self), (self.path, self.line, self.column, self.tag, self.reason)
 
 
 def evaluate_size_expression(expression: str) -> Any:
@@ -93,32 +120,29 @@ class _SafeConfigLoader(yaml.SafeLoader):
 
 
 def _construct_eval(loader: _SafeConfigLoader, node):
+    mark = node.start_mark
     args = loader.construct_sequence(node, deep=True) if isinstance(node, yaml.SequenceNode) else None
-    where = f"{loader.source}, line {node.start_mark.line + 1}"
     if not args or len(args) != 1 or not isinstance(args[0], str):
-        raise ConfigYAMLError(f"{where}: !!python/object/apply:eval takes one string expression")
+        raise UnsafeYAMLError(loader.source, mark.line + 1, mark.column + 1, node.tag,
+                              "!!python/object/apply:eval takes one string expression")
     try:
         return evaluate_size_expression(args[0])
     except ValueError as e:
-        raise ConfigYAMLError(
-            f"{where}: the expression {args[0]!r} of !!python/object/apply:eval is refused: {e}. "
-            "Config files cannot run code; write the evaluated value instead.") from None
+        raise UnsafeYAMLError(loader.source, mark.line + 1, mark.column + 1, node.tag,
+                              f"the expression {args[0]!r} of !!python/object/apply:eval is refused: {e}") from None
 
 
-def _refuse_python_tag(loader: _SafeConfigLoader, tag_suffix: str, node):
-    raise ConfigYAMLError(
-        f"{loader.source}, line {node.start_mark.line + 1}: the YAML tag '!!python/{tag_suffix}' "
-        "is refused: a config file cannot create Python objects or run code (only the official "
-        "'!!python/object/apply:eval' size expressions are evaluated, by a restricted evaluator). "
-        "Replace the tagged value with a plain value.")
+def _refuse_tag(loader: _SafeConfigLoader, node):
+    mark = node.start_mark
+    raise UnsafeYAMLError(loader.source, mark.line + 1, mark.column + 1, node.tag)
 
 
 _SafeConfigLoader.add_constructor(_EVAL_TAG, _construct_eval)
-_SafeConfigLoader.add_multi_constructor("tag:yaml.org,2002:python/", _refuse_python_tag)
+_SafeConfigLoader.add_constructor(None, _refuse_tag)  # every tag a safe loader does not know
 
 
 def _read_yaml(path: str) -> Any:
-    with open(path, encoding="utf-8") as f:
+    with PathManager.open(path, "r") as f:
         text = f.read()
     loader = _SafeConfigLoader(text)
     loader.source = path
@@ -190,17 +214,17 @@ def _merge_a_into_b(a: Dict, b: Dict, source: str) -> None:
 def load_yaml_with_base(path: str, *, path_keys: Iterable[str] = (),
                         resolve: Callable[[str, str], str] = resolve_relative_path,
                         _seen: tuple = ()) -> Dict:
-    """The merged mapping of ``path`` and its ``_BASE_`` chain, read safely.
-
-    ``_BASE_`` is relative to the file naming it (``~`` expanded), as in detectron2. The values
+    """The merged mapping of ``path`` and its ``_BASE_`` chain, read safely (fvcore's semantics:
+    ``_BASE_`` is a file or a list of files, relative to the file naming it, ``~`` expanded; the
+    file's keys override its bases'; a loop is an error). The values
     of ``path_keys`` (dotted keys) that a file sets are resolved relative to that file.
     """
     path = os.fspath(path)
-    if not os.path.isfile(path):
+    if "://" not in path and not os.path.isfile(path):
         raise FileNotFoundError(f"config file {path} does not exist")
-    real = os.path.realpath(path)
+    real = os.path.realpath(path) if "://" not in path else path
     if real in _seen:
-        raise ConfigYAMLError(f"{path}: _BASE_ cycle ({' -> '.join(_seen + (real,))})")
+        raise ConfigYAMLError("_BASE_ chain loops: " + " -> ".join(_seen + (real,)))
     loaded = _read_yaml(path)
     if loaded is None:
         loaded = {}
@@ -210,16 +234,19 @@ def load_yaml_with_base(path: str, *, path_keys: Iterable[str] = (),
         node, leaf = _get_path(loaded, key)
         if node is not None:
             node[leaf] = resolve(node[leaf], path)
-    base = loaded.pop(BASE_KEY, None)
-    if base is None:
+    bases = loaded.pop(BASE_KEY, None)
+    if bases is None:
         return loaded
-    if not isinstance(base, str):
-        raise ConfigYAMLError(f"{path}: _BASE_ must be a file name, got {base!r}")
-    base = os.path.expanduser(base)
-    if not os.path.isabs(base) and not base.startswith(("http://", "https://")):
-        base = os.path.join(os.path.dirname(path), base)
-    if not os.path.isfile(base):
-        raise FileNotFoundError(f"{path}: its _BASE_ file {base} does not exist")
-    merged = load_yaml_with_base(base, path_keys=path_keys, resolve=resolve, _seen=_seen + (real,))
+    merged: Dict = {}
+    for base in bases if isinstance(bases, list) else [bases]:  # fvcore: a list merges in order
+        if not isinstance(base, str):
+            raise ConfigYAMLError(f"{path}: _BASE_ must be a file name or a list of them, got {base!r}")
+        base = os.path.expanduser(base)
+        if not os.path.isabs(base) and not base.startswith(("http://", "https://")):
+            base = os.path.join(os.path.dirname(path), base)
+        if "://" not in base and not os.path.isfile(base):
+            raise FileNotFoundError(f"{path}: its _BASE_ file {base} does not exist")
+        _merge_a_into_b(load_yaml_with_base(base, path_keys=path_keys, resolve=resolve, _seen=_seen + (real,)),
+                        merged, path)
     _merge_a_into_b(loaded, merged, path)
     return merged

@@ -13,12 +13,13 @@ one detectron2 record per sentence (the "Referring" contract in docs/CONTRACTS.m
 import json
 import logging
 import os
-import pickle
 from typing import Dict, List, Optional
 
 from detectron2.data import MetadataCatalog
 from detectron2.structures import BoxMode
 from pycocotools import mask as mask_util
+
+from ..safe_pickle import safe_pickle_load
 
 logger = logging.getLogger(__name__)
 
@@ -66,9 +67,9 @@ def load_refer_json(refer_dir: str, split_by: str, split: str, image_root: str,
             raise _missing(path, what)
     if not os.path.isdir(image_root):
         raise _missing(image_root, "Image folder")
-    with open(refs_path, "rb") as f:
-        # The official pickles were written by Python 2; their str are UTF-8 bytes.
-        refs = pickle.load(f, encoding="utf-8")
+    # The official pickles were written by Python 2; their str are UTF-8 bytes. Plain data
+    # only: a pickle naming any other global is refused (UnsafePickleError), never run.
+    refs = safe_pickle_load(refs_path, encoding="utf-8")
     with open(instances_path) as f:
         instances = json.load(f)
 

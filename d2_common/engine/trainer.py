@@ -14,13 +14,13 @@ from detectron2.data import (
     build_detection_test_loader,
     build_detection_train_loader,
 )
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 from detectron2.evaluation import verify_results  # noqa: F401  (re-exported for train_net)
 
 from ..resume import build_resumable_train_loader
+from ..safe_checkpoint import SafeDetectionCheckpointer
 from ..validation import BadRecordSummaryHook, checked_train_dataset_dicts, wrap_mapper
 from ..resume.trainer import ResilientTrainerMixin
 from .evaluators import build_evaluators
@@ -94,7 +94,7 @@ class Trainer(ResilientTrainerMixin, DefaultTrainer):
         model = create_ddp_model(model)
         self._trainer = self._build_loop(cfg, model, data_loader, optimizer)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
-        self.checkpointer = DetectionCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        self.checkpointer = SafeDetectionCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg

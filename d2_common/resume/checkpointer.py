@@ -4,9 +4,9 @@ import re
 import tempfile
 
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 
 from ..checkpoint_policy import check_loaded_weights, weights_policy
+from ..safe_checkpoint import SafeDetectionCheckpointer, UnsafePickleError
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ def _iteration_of(filename):
     return int(m.group(1)) if m else -1
 
 
-class ResilientCheckpointer(DetectionCheckpointer):
+class ResilientCheckpointer(SafeDetectionCheckpointer):
     """DetectionCheckpointer whose saves are atomic, whose loads name corrupt files, and whose
     resume falls back (with a warning) to the newest readable checkpoint when the one tagged in
     ``last_checkpoint`` is corrupt. The corrupt file is kept, renamed to ``*.corrupt``.
@@ -54,6 +54,8 @@ class ResilientCheckpointer(DetectionCheckpointer):
     the initial load of ``resume_or_load`` (``MODEL.WEIGHTS``) follows ``initial_weights_policy``
     ("partial" for training from pretrained weights, "complete" for evaluation);
     ``weights_strict=False`` (``MODEL.WEIGHTS_STRICT``) makes every load lenient (warnings).
+    Files are read without running code (:class:`SafeDetectionCheckpointer`); a file refused
+    for that (``UnsafePickleError``) is not "corrupt": it stops the load, with no fallback.
     """
 
     def __init__(self, model, save_dir="", *, weights_strict=True, initial_weights_policy="partial",
@@ -113,6 +115,8 @@ class ResilientCheckpointer(DetectionCheckpointer):
             return super()._load_file(filename)
         try:
             return super()._load_file(filename)
+        except UnsafePickleError:
+            raise  # names the file and the refused global; falling back would hide it
         except Exception as e:  # torch raises several types for a damaged zip/pickle
             raise CorruptCheckpointError(filename, f"{type(e).__name__}: {e}") from e
 

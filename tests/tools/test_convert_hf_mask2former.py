@@ -190,3 +190,22 @@ def test_cli_converts_a_saved_model_and_verifies_strict_load(tiny_pair, tmp_path
     sd = ours.state_dict()
     assert set(ckpt["model"]) == set(sd)
     assert all(torch.equal(ckpt["model"][k], sd[k]) for k in sd)
+
+
+def test_cli_writes_safetensors_from_a_safetensors_state_dict(tiny_pair, tmp_path):
+    from safetensors.torch import save_file
+
+    from d2_common.safe_checkpoint import load_checkpoint_file
+    from tools.convert_hf_mask2former import main
+
+    cfg, hf, ours = tiny_pair
+    hf.config.to_json_file(str(tmp_path / "config.json"))
+    save_file({k: v.contiguous().clone() for k, v in hf.state_dict().items()}, str(tmp_path / "hf.safetensors"))
+    out, yaml_path = tmp_path / "model.safetensors", tmp_path / "model.yaml"
+    assert main(["--hf-model", str(tmp_path / "hf.safetensors"), "--hf-config", str(tmp_path / "config.json"),
+                 "--output", str(out), "--config-out", str(yaml_path), "--verify-config", str(yaml_path)]) == 0
+    ckpt = load_checkpoint_file(str(out))
+    assert ckpt["__author__"] == "convert_hf_mask2former" and ckpt["matching_heuristics"] is False
+    sd = ours.state_dict()
+    assert set(ckpt["model"]) == set(sd)
+    assert all(torch.equal(ckpt["model"][k], sd[k]) for k in sd)

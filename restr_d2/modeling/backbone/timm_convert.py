@@ -99,12 +99,14 @@ def load_vit_source(path: str) -> Dict[str, torch.Tensor]:
     """Read a timm ``.pth``/``.bin``/``.safetensors`` or Google ``.npz`` ViT file into the
     timm key layout."""
     if path.endswith(".npz"):
-        return jax_vit_to_timm(np.load(path))
+        return jax_vit_to_timm(np.load(path, allow_pickle=False))
     if path.endswith(".safetensors"):
         from safetensors.torch import load_file
 
         return load_file(path)
-    sd = torch.load(path, map_location="cpu", weights_only=True)
+    from d2_common.safe_pickle import torch_load_weights_only
+
+    sd = torch_load_weights_only(path)  # an UnsafePickleError names the file and the global
     for wrapper in ("model", "state_dict"):
         if isinstance(sd, dict) and wrapper in sd and isinstance(sd[wrapper], dict):
             sd = sd[wrapper]

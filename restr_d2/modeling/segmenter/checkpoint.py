@@ -10,7 +10,7 @@ import math
 from typing import Dict, Iterable, Mapping, Optional, Tuple
 
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
+from d2_common.safe_checkpoint import SafeDetectionCheckpointer
 
 from d2_common.checkpoint_policy import weights_policy
 
@@ -124,7 +124,7 @@ def convert_official_segmenter(
     return sd
 
 
-class SegmenterCheckpointer(DetectionCheckpointer):
+class SegmenterCheckpointer(SafeDetectionCheckpointer):
     """``DetectionCheckpointer`` that refuses partial loads.
 
     detectron2 skips shape-mismatched keys with a warning (e.g. a 150-class checkpoint into a
