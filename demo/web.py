@@ -285,8 +285,9 @@ class ModelRunner:
         finally:
             with self._count_lock:
                 self.waiting -= 1
+        queued = time.perf_counter() - start
         try:
-            return fn(), time.perf_counter() - start
+            return fn(), queued
         finally:
             self.lock.release()
 

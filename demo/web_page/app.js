@@ -20,6 +20,8 @@ const state = {
 window.demoState = state;  // read by the browser tests
 
 const $ = (id) => document.getElementById(id);
+// element ids of a panel start with "ref-" or "seg-"
+const pid = (panel, name) => `${panel === "referring" ? "ref" : "seg"}-${name}`;
 
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -67,14 +69,14 @@ function decodeRle(rle) {
 window.decodeRle = decodeRle;
 
 function showError(panel, message) {
-  const box = $(`${panel}-error`);
+  const box = $(pid(panel, "error"));
   box.textContent = message;
   box.hidden = !message;
 }
 
 function setBusy(panel, busy, text) {
-  $(`${panel}-run`).disabled = busy;
-  $(`${panel}-status`).textContent = text || "";
+  $(pid(panel, "run")).disabled = busy;
+  $(pid(panel, "status")).textContent = text || "";
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -111,7 +113,7 @@ function renderModels() {
 }
 
 function renderExamples(panel) {
-  const box = $(`${panel === "referring" ? "ref" : "seg"}-examples`);
+  const box = $(pid(panel, "examples"));
   box.textContent = "";
   for (const ex of state.info.examples) {
     const button = el("button", { class: "example", title: ex.title, "data-example": ex.id },
@@ -129,7 +131,7 @@ function selectTab(panel) {
 }
 
 function markExample(panel, id) {
-  const box = $(`${panel === "referring" ? "ref" : "seg"}-examples`);
+  const box = $(pid(panel, "examples"));
   for (const b of box.querySelectorAll(".example")) b.classList.toggle("selected", b.dataset.example === id);
 }
 
