@@ -749,6 +749,8 @@ def main(argv=None):
     )
     sock = bind_socket(args.host, args.port)
     host, port = sock.getsockname()[:2]
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        logger.warning("--host %s: the demo is reachable from other machines; it has no authentication", args.host)
     shown = f"[{host}]" if ":" in host else host
     logger.info("restr-d2 web demo on http://%s:%d (Ctrl-C stops it)", shown, port)
     print(f"restr-d2 web demo: http://{shown}:{port}", flush=True)
