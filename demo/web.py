@@ -726,7 +726,8 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def make_server(app, sock: socket.socket, log_level: str = "info"):
+def make_server(app, log_level: str = "info"):
+    """A uvicorn server for ``app``; start it with ``.run(sockets=[bind_socket(...)])``."""
     import uvicorn
 
     config = uvicorn.Config(app, log_level=log_level, access_log=False, timeout_graceful_shutdown=2)
@@ -754,7 +755,7 @@ def main(argv=None):
     shown = f"[{host}]" if ":" in host else host
     logger.info("restr-d2 web demo on http://%s:%d (Ctrl-C stops it)", shown, port)
     print(f"restr-d2 web demo: http://{shown}:{port}", flush=True)
-    make_server(create_app(service), sock).run(sockets=[sock])
+    make_server(create_app(service)).run(sockets=[sock])
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ def web_demo(tmp_path_factory):
     service = web.DemoService(segmentation, referring, examples)
     sock = web.bind_socket("127.0.0.1", 0)
     port = sock.getsockname()[1]
-    server = web.make_server(web.create_app(service), sock, log_level="warning")
+    server = web.make_server(web.create_app(service), log_level="warning")
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.time() + 30
