@@ -245,3 +245,20 @@ def test_page_and_static_files_are_served(web_demo):
     with urllib.request.urlopen(web_demo.url + "/examples/shapes-val-0.png", timeout=10) as r:
         assert np.array_equal(np.asarray(Image.open(io.BytesIO(r.read())).convert("RGB")),
                               np.asarray(Image.open(web_demo.images[0]).convert("RGB")))
+
+
+def test_a_server_with_one_model_says_what_it_lacks(web_demo):
+    import web
+
+    only_referring = web.DemoService(None, web_demo.service.referring)
+    image = read_bgr(web_demo.images[0])
+    assert set(only_referring.info()["models"]) == {"referring"}
+    with pytest.raises(web.UploadError, match="give 'sentences'") as e:
+        only_referring.predict(image, [], None)
+    assert e.value.status == 400
+    with pytest.raises(web.UploadError, match="no segmentation model"):
+        only_referring.predict(image, ["the red circle"], ["segmentation"])
+    out = only_referring.predict(image, ["the red circle"], None)
+    assert set(out) == {"referring", "image", "timing"}
+    with pytest.raises(ValueError, match="needs a segmentation model, a referring model or both"):
+        web.DemoService(None, None)
