@@ -116,8 +116,8 @@ def test_panoptic_segments_hover_and_threshold(page, web_demo):
 
     # hovering the segment under a pixel shows its class and score
     target = max(segments, key=lambda s: s["area"])
-    ys, xs = np.nonzero(rle_decode(target["mask"]))
-    y, x = int(np.median(ys)), int(xs[np.argmin(np.abs(ys - np.median(ys)))])
+    inside = cv2.distanceTransform(rle_decode(target["mask"]).astype(np.uint8), cv2.DIST_L2, 3)
+    y, x = np.unravel_index(int(np.argmax(inside)), inside.shape)  # the most interior pixel
     box = page.locator("#seg-canvas").bounding_box()
     h, w = out["image"]["height"], out["image"]["width"]
     page.mouse.move(box["x"] + (x + 0.5) * box["width"] / w, box["y"] + (y + 0.5) * box["height"] / h)
