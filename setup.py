@@ -13,4 +13,6 @@ setup(
     packages=find_packages(include=("restr_d2*", "maskformer_d2*", "d2_common*")),
     python_requires=">=3.10",
     install_requires=[],  # see requirements/requirements.txt; detectron2 is installed separately
+    # d2_common.config.load_plugins() imports these: the core finds its plugins without naming them
+    entry_points={"restr_d2.plugins": ["maskformer_d2 = maskformer_d2", "restr_d2 = restr_d2"]},
 )

@@ -10,57 +10,21 @@ Without GPUs, ``--num-gpus N`` starts N CPU processes joined by gloo.
 import logging
 import os
 
-import torch
-
-from detectron2.config import get_cfg
 from detectron2.engine import default_argument_parser, default_setup
 from detectron2.evaluation import verify_results
-from detectron2.projects.deeplab import add_deeplab_config
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 import maskformer_d2  # noqa: F401  (registers models, datasets, mappers)
 import restr_d2  # noqa: F401
-from d2_common.config_checks import (
-    check_config,
-    load_weights_checked,
-    merge_from_file_checked,
-    merge_from_list_checked,
-)
-from d2_common.engine import add_engine_config, launch
+from d2_common.config import build_cfg, load_config  # noqa: F401  (re-exported for old imports)
+from d2_common.checkpoint_policy import weights_strict_from_cfg
+from d2_common.config_checks import check_config, load_weights_checked
+from d2_common.engine import launch
 from d2_common.resume import ResilientCheckpointer
 from d2_common.engine.trainer import Trainer
-from d2_common.validation import add_validation_config
 
 logger = logging.getLogger("restr_d2.train_net")
-
-
-def build_cfg():
-    """A config with the keys of every model family."""
-    cfg = get_cfg()
-    add_deeplab_config(cfg)
-    maskformer_d2.add_maskformer2_config(cfg)
-    restr_d2.add_segmenter_config(cfg)
-    restr_d2.add_restr_config(cfg)
-    add_engine_config(cfg)
-    add_validation_config(cfg)
-    return cfg
-
-
-def load_config(config_file, opts=()):
-    """``build_cfg()`` merged with a YAML file and ``KEY VALUE`` overrides, frozen.
-
-    Unknown keys get a did-you-mean, wrong types name the expected type; nothing is merged from a
-    file or list that has a problem. A CUDA device without CUDA is an error, not a crash later.
-    """
-    cfg = build_cfg()
-    merge_from_file_checked(cfg, config_file)
-    merge_from_list_checked(cfg, list(opts))
-    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"MODEL.DEVICE is {cfg.MODEL.DEVICE!r} but CUDA is not available; "
-                           "override it with MODEL.DEVICE cpu")
-    cfg.freeze()
-    return cfg
 
 
 def setup(args):
@@ -82,12 +46,14 @@ def main(args):
     )
     if args.eval_only:
         model = Trainer.build_model(cfg)
+        # the weights must cover the whole model: a missing, unexpected or mis-shaped tensor is an
+        # error, since evaluating a partly random model would print a meaningless table
         if args.resume:
-            ResilientCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=True)
+            ResilientCheckpointer(model, save_dir=cfg.OUTPUT_DIR, weights_strict=weights_strict_from_cfg(cfg),
+                                  initial_weights_policy="complete").resume_or_load(cfg.MODEL.WEIGHTS, resume=True)
         else:
-            # tensors whose shapes differ from the model's are an error here, not a warning:
-            # evaluating a randomly initialised classifier would print a meaningless table
-            load_weights_checked(model, cfg.MODEL.WEIGHTS)
+            load_weights_checked(model, cfg.MODEL.WEIGHTS,
+                                 policy="complete" if weights_strict_from_cfg(cfg) else "lenient")
         res = Trainer.test(cfg, model)
         if cfg.TEST.AUG.ENABLED:
             res.update(Trainer.test_with_TTA(cfg, model))

@@ -14,10 +14,7 @@ into clear ones.
 
 Typical ``setup()``::
 
-    cfg = build_cfg()
-    merge_from_file_checked(cfg, args.config_file)
-    merge_from_list_checked(cfg, args.opts)
-    cfg.freeze()
+    cfg = d2_common.config.load_config(args.config_file, args.opts)  # merges with the checks above
     check_config(cfg, check_weights=not args.resume)
 """
 import difflib
@@ -28,6 +25,8 @@ from typing import Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence
 import yaml
 from detectron2.config import CfgNode
 from detectron2.data import DatasetCatalog, MetadataCatalog
+
+from .config.yaml_loading import ConfigYAMLError, load_yaml_with_base
 
 __all__ = [
     "ConfigCheckError",
@@ -198,8 +197,8 @@ def _raise_problems(problems: List[str], what: str) -> None:
     text = f"{len(problems)} problem(s) in {what}:\n  " + "\n  ".join(shown) + more
     if any("unknown key" in p or "renamed" in p for p in problems):
         raise UnknownConfigKeyError(
-            text + "\n(keys of a model family exist only after its add_*_config(cfg); "
-            "see build_cfg() in train_net.py)"
+            text + "\n(keys of a model family exist only after its add_*_config(cfg): build the "
+            "config with d2_common.config.build_cfg(config_file), which knows every installed family)"
         )
     raise ConfigCheckError(text)
 
@@ -237,12 +236,13 @@ def check_config_file(cfg: CfgNode, path: str) -> bool:
             logger.warning(f"config file {path} is empty: nothing to merge")
             return False
     except yaml.YAMLError:
-        pass  # a non-"safe" document (python tags); the loader below decides
+        pass  # a tag or a syntax error: the loader below names it
     try:
-        loaded = cfg.load_yaml_with_base(path, allow_unsafe=True)
-    except yaml.YAMLError as e:
-        raise ConfigCheckError(f"{path} (or one of its _BASE_ files) is not valid YAML: {e}") from e
-    except (FileNotFoundError, AssertionError, OSError) as e:
+        # read safely: a Python tag is a ConfigYAMLError naming the file, line and tag
+        loaded = load_yaml_with_base(path)
+    except ConfigYAMLError as e:
+        raise ConfigCheckError(str(e)) from None
+    except (FileNotFoundError, OSError) as e:
         raise FileNotFoundError(f"{path}: cannot load it or a _BASE_ file it names: {e}") from e
     if not isinstance(loaded, dict):
         raise ConfigCheckError(f"{path} must contain a mapping of config keys, got {_type_name(loaded)}")
@@ -475,36 +475,16 @@ def drop_mismatched_keys(model, checkpoint: Mapping) -> Dict:
     return {k: v for k, v in state.items() if k not in drop}
 
 
-def load_weights_checked(model, path: str, *, allow_shape_mismatch: bool = False, checkpointer=None):
-    """Load ``path`` into ``model`` like ``DetectionCheckpointer(model).load(path)`` (``.pkl``
-    name heuristics, "module." prefixes), but tensors whose shapes differ are an error
-    (:class:`CheckpointShapeError` listing them) unless ``allow_shape_mismatch`` (fine-tuning
-    on another class count), where they keep their initialisation and are logged.
+def load_weights_checked(model, path: str, *, allow_shape_mismatch: bool = False, checkpointer=None,
+                         policy: str = "complete"):
+    """Load ``path`` into ``model`` like ``DetectionCheckpointer(model).load(path)``, but tensors
+    whose shapes differ are an error (:class:`CheckpointShapeError` listing them) unless
+    ``allow_shape_mismatch``, and weights that do not cover the model are a
+    ``WeightsMismatchError`` (``policy``: see :mod:`d2_common.checkpoint_policy`)."""
+    from .checkpoint_policy import load_model_weights
 
-    detectron2 alone skips such tensors with a warning, so an evaluation with the wrong
-    NUM_CLASSES silently runs a random classifier. Returns fvcore's incompatible-keys tuple.
-    """
-    from detectron2.checkpoint import DetectionCheckpointer
-
-    check_weights_file(path)
-    checkpointer = checkpointer if checkpointer is not None else DetectionCheckpointer(model)
-    checkpoint = checkpointer._load_file(path)
-    incompatible = checkpointer._load_model(checkpoint)
-    bad = [ShapeMismatch(k, tuple(a), tuple(b)) for k, a, b in incompatible.incorrect_shapes]
-    if bad:
-        lines = [f"{m.key}: checkpoint {m.checkpoint_shape}, model {m.model_shape}" for m in bad[:_MAX_LISTED]]
-        if not allow_shape_mismatch:
-            raise CheckpointShapeError(
-                f"{path}: {len(bad)} tensor(s) do not fit the model:\n  " + "\n  ".join(lines)
-                + "\nThe config (NUM_CLASSES, NUM_OBJECT_QUERIES, widths) differs from the "
-                "checkpoint's. To fine-tune from it on purpose, load with "
-                "allow_shape_mismatch=True: those tensors then keep their fresh initialisation."
-            )
-        logger.warning(f"{path}: {len(bad)} tensor(s) keep their initialisation (shape mismatch): "
-                       + "; ".join(lines))
-    if incompatible.missing_keys or incompatible.unexpected_keys:
-        checkpointer._log_incompatible_keys(incompatible)
-    return incompatible
+    return load_model_weights(model, path, policy=policy, allow_shape_mismatch=allow_shape_mismatch,
+                              checkpointer=checkpointer)
 
 
 # -- all config-only checks ------------------------------------------------------------------------

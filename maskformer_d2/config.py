@@ -13,17 +13,19 @@
 Both functions only add keys that are missing, never overwrite a value, and can be called
 together, in any order, any number of times. The one key whose default differs between the two
 families is ``MODEL.MASK_FORMER.TRANSFORMER_DECODER_NAME`` (``MultiScaleMaskedTransformerDecoder``
-for Mask2Former, ``StandardTransformerDecoder`` for MaskFormer): the first call sets it. Every
-official Mask2Former YAML sets it explicitly; the MaskFormer mirrors in ``configs/maskformer`` set
-it too.
+for Mask2Former, ``StandardTransformerDecoder`` for MaskFormer): with both called by hand, the
+first call sets it. ``d2_common.config.build_cfg(yaml)`` does not depend on that order: the
+families registered below decide from the YAML which function's defaults apply (every official
+Mask2Former YAML names its transformer decoder; no official MaskFormer YAML does).
 """
 from typing import Any
 
 from detectron2.config import CfgNode as CN
 from d2_common.acceleration import add_acceleration_config
+from d2_common.config import CONFIG_FAMILY_REGISTRY, ConfigFamily, yaml_value
 from d2_common.config_defaults import set_default
 
-__all__ = ["add_maskformer2_config", "add_mask_former_config"]
+__all__ = ["add_maskformer2_config", "add_mask_former_config", "Mask2FormerConfig", "MaskFormerConfig"]
 
 
 def _node(parent: CN, key: str) -> CN:
@@ -133,3 +135,53 @@ def add_mask_former_config(cfg: CN) -> CN:
     _add_common(cfg)
     set_default(cfg.MODEL.MASK_FORMER, "TRANSFORMER_DECODER_NAME", "StandardTransformerDecoder")
     return cfg
+
+
+# -- the two families as the config entry point (d2_common.config.build_cfg) sees them ------------
+_MASKED_DECODER_KEY = "MODEL.MASK_FORMER.TRANSFORMER_DECODER_NAME"
+_PER_PIXEL_HEADS = ("PerPixelBaselineHead", "PerPixelBaselinePlusHead")
+
+
+@CONFIG_FAMILY_REGISTRY.register()
+class Mask2FormerConfig(ConfigFamily):
+    """A ``MaskFormer`` meta-architecture YAML that names a transformer decoder other than
+    MaskFormer's: every official Mask2Former YAML names ``MultiScaleMaskedTransformerDecoder``."""
+
+    meta_architectures = ("MaskFormer",)
+    checkpoint_key_prefixes = (
+        "backbone.", "sem_seg_head.pixel_decoder.", "sem_seg_head.predictor.transformer_self_attention_layers.",
+        "sem_seg_head.predictor.transformer_cross_attention_layers.",
+        "sem_seg_head.predictor.transformer_ffn_layers.", "sem_seg_head.predictor.decoder_norm.",
+        "sem_seg_head.predictor.query_feat.", "sem_seg_head.predictor.query_embed.",
+        "sem_seg_head.predictor.level_embed.", "sem_seg_head.predictor.class_embed.",
+        "sem_seg_head.predictor.mask_embed.",
+    )
+    add_config = staticmethod(add_maskformer2_config)
+
+    @classmethod
+    def matches(cls, tree):
+        decoder = yaml_value(tree, _MASKED_DECODER_KEY)
+        return super().matches(tree) and decoder is not None and decoder != "StandardTransformerDecoder"
+
+
+@CONFIG_FAMILY_REGISTRY.register()
+class MaskFormerConfig(ConfigFamily):
+    """A ``MaskFormer`` meta-architecture YAML that names no transformer decoder (the key does not
+    exist in the official MaskFormer project, which has one: the DETR decoder) or names
+    ``StandardTransformerDecoder``; and the per-pixel baselines (detectron2's
+    ``SemanticSegmentor`` with a ``PerPixelBaseline*Head``)."""
+
+    meta_architectures = ("MaskFormer", "SemanticSegmentor")
+    checkpoint_key_prefixes = (
+        "backbone.", "sem_seg_head.pixel_decoder.", "sem_seg_head.predictor.transformer.",
+        "sem_seg_head.predictor.query_embed.", "sem_seg_head.predictor.input_proj.",
+        "sem_seg_head.predictor.class_embed.", "sem_seg_head.predictor.mask_embed.",
+    )
+    add_config = staticmethod(add_mask_former_config)
+
+    @classmethod
+    def matches(cls, tree):
+        arch = yaml_value(tree, "MODEL.META_ARCHITECTURE")
+        if arch == "SemanticSegmentor":
+            return yaml_value(tree, "MODEL.SEM_SEG_HEAD.NAME") in _PER_PIXEL_HEADS
+        return arch == "MaskFormer" and yaml_value(tree, _MASKED_DECODER_KEY) in (None, "StandardTransformerDecoder")

@@ -34,7 +34,7 @@ from detectron2.modeling import build_model  # noqa: E402
 from fvcore.nn import parameter_count_table  # noqa: E402
 from detectron2.utils.logger import setup_logger  # noqa: E402
 
-from train_net import load_config  # noqa: E402
+from d2_common.config import load_config  # noqa: E402
 
 __all__ = ["count_parameters", "count_flops", "InferenceAdapter", "main"]
 

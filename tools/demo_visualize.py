@@ -23,7 +23,7 @@ from detectron2.data.detection_utils import read_image  # noqa: E402
 from detectron2.utils.logger import setup_logger  # noqa: E402
 
 from demo.predictor import VisualizationDemo  # noqa: E402
-from train_net import load_config  # noqa: E402
+from d2_common.config import load_config  # noqa: E402
 
 
 def main(argv=None):

@@ -30,7 +30,7 @@ from detectron2.data import DatasetCatalog  # noqa: E402
 
 from restr_d2.data.dataset_mappers.referring_dataset_mapper import ReferringDatasetMapper  # noqa: E402
 from restr_d2.modeling.restr.criterion import patch_labels  # noqa: E402
-from train_net import load_config  # noqa: E402
+from d2_common.config import load_config  # noqa: E402
 
 
 def patch_statistics(masks, patch_size: int, threshold: float):

@@ -22,6 +22,10 @@ def add_engine_config(cfg):
     # SOLVER.AMP.ENABLED autocasts on CUDA (fp16 + grad scaling); on CPU it is ignored
     # unless CPU_BF16 is True, in which case the forward runs under bfloat16 autocast
     set_default(cfg.SOLVER.AMP, "CPU_BF16", False)
+    # True: weights for evaluation / prediction / resume must cover the whole model, and a
+    # training start from MODEL.WEIGHTS must place every tensor of the file (d2_common.checkpoint_policy);
+    # False: detectron2's lenient loading (what fits loads, the rest is a warning)
+    set_default(cfg.MODEL, "WEIGHTS_STRICT", True)
     set_default(cfg.INPUT, "DATASET_MAPPER_NAME", "")
     # True: a data stream that is a pure function of SEED and the iteration, so `--resume`
     # after a kill continues bit-exactly (d2_common.resume); False: detectron2's loader

@@ -6,6 +6,8 @@ import tempfile
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 
+from ..checkpoint_policy import check_loaded_weights, weights_policy
+
 logger = logging.getLogger(__name__)
 
 
@@ -46,7 +48,32 @@ def _iteration_of(filename):
 class ResilientCheckpointer(DetectionCheckpointer):
     """DetectionCheckpointer whose saves are atomic, whose loads name corrupt files, and whose
     resume falls back (with a warning) to the newest readable checkpoint when the one tagged in
-    ``last_checkpoint`` is corrupt. The corrupt file is kept, renamed to ``*.corrupt``."""
+    ``last_checkpoint`` is corrupt. The corrupt file is kept, renamed to ``*.corrupt``.
+
+    Every load is checked (``d2_common.checkpoint_policy``): resuming needs the whole model;
+    the initial load of ``resume_or_load`` (``MODEL.WEIGHTS``) follows ``initial_weights_policy``
+    ("partial" for training from pretrained weights, "complete" for evaluation);
+    ``weights_strict=False`` (``MODEL.WEIGHTS_STRICT``) makes every load lenient (warnings).
+    """
+
+    def __init__(self, model, save_dir="", *, weights_strict=True, initial_weights_policy="partial",
+                 **checkpointables):
+        super().__init__(model, save_dir, **checkpointables)
+        self.weights_strict = weights_strict
+        self.initial_weights_policy = initial_weights_policy
+        self._policy = "complete"
+        self._source = "checkpoint"
+
+    def _load_model(self, checkpoint):
+        state = checkpoint.get("model", {})
+        file_keys = list(state.keys()) if isinstance(state, dict) else []
+        with weights_policy(self.model, "off"):  # checked here, with the file's keys and shapes
+            incompatible = super()._load_model(checkpoint)
+        check_loaded_weights(self.model, self._source, missing=incompatible.missing_keys,
+                             unexpected=incompatible.unexpected_keys,
+                             incorrect_shapes=incompatible.incorrect_shapes,
+                             policy=self._policy if self.weights_strict else "lenient", checkpoint_keys=file_keys)
+        return incompatible
 
     def save(self, name, **kwargs):
         if not self.save_dir or not self.save_to_disk:
@@ -71,7 +98,15 @@ class ResilientCheckpointer(DetectionCheckpointer):
                 f"checkpoint '{path}' does not exist. Check MODEL.WEIGHTS (or the "
                 "'last_checkpoint' file in OUTPUT_DIR when resuming)."
             )
-        return super().load(path, checkpointables=checkpointables)
+        if not path and self._policy == "complete" and self.weights_strict:
+            raise FileNotFoundError("no checkpoint to load: MODEL.WEIGHTS is empty and OUTPUT_DIR has no "
+                                    "last_checkpoint; evaluating random weights gives meaningless numbers")
+        self._source = path
+        checkpoint = super().load(path, checkpointables=checkpointables)
+        if path:
+            iteration = checkpoint.get("iteration") if isinstance(checkpoint, dict) else None
+            self.logger.info(f"loaded {path}" + (f" (iteration {iteration})" if iteration is not None else ""))
+        return checkpoint
 
     def _load_file(self, filename):
         if filename.endswith(".pkl"):
@@ -87,7 +122,11 @@ class ResilientCheckpointer(DetectionCheckpointer):
 
     def resume_or_load(self, path, *, resume=True):
         if not (resume and self.has_checkpoint()):
-            return super().resume_or_load(path, resume=resume)
+            self._policy = self.initial_weights_policy
+            try:
+                return super().resume_or_load(path, resume=resume)
+            finally:
+                self._policy = "complete"
         tagged = self.get_checkpoint_file()
         candidates = [tagged] + [f for f in self._readable_checkpoints() if f != tagged]
         for i, candidate in enumerate(candidates):

@@ -8,6 +8,7 @@ import torch.distributed as dist
 from detectron2.engine import AMPTrainer, DefaultTrainer
 from detectron2.utils import comm
 
+from ..checkpoint_policy import weights_strict_from_cfg
 from .checkpointer import ResilientCheckpointer
 from .data_loader import ResumableTrainStream
 from .guard import NonFiniteLossError, find_nonfinite_losses, nonfinite_message
@@ -38,7 +39,8 @@ class ResilientTrainerMixin:
     def build_hooks(self):
         # Replace the checkpointer before the PeriodicCheckpointer hook captures it.
         self.checkpointer = ResilientCheckpointer(
-            self._trainer.model, self.cfg.OUTPUT_DIR, trainer=weakref.proxy(self)
+            self._trainer.model, self.cfg.OUTPUT_DIR, weights_strict=weights_strict_from_cfg(self.cfg),
+            trainer=weakref.proxy(self),
         )
         self.skipped_nonfinite_steps = 0
         return super().build_hooks()

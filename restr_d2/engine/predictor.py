@@ -5,10 +5,12 @@ from typing import Dict, List, Sequence, Union
 
 import numpy as np
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import transforms as T
 from detectron2.modeling import build_model
 from PIL import Image
+
+from d2_common.checkpoint_policy import weights_strict_from_cfg
+from d2_common.config_checks import load_weights_checked
 
 from ..modeling.restr.resize import resize_and_pad, resized_shape
 
@@ -38,7 +40,9 @@ class ReferringPredictor:
         self.model = build_model(self.cfg)
         self.model.eval()
         if cfg.MODEL.WEIGHTS:
-            DetectionCheckpointer(self.model).load(cfg.MODEL.WEIGHTS)
+            # the weights must cover the whole model (a foreign or partial checkpoint is an error)
+            load_weights_checked(self.model, cfg.MODEL.WEIGHTS,
+                                 policy="complete" if weights_strict_from_cfg(cfg) else "lenient")
         else:
             logger.warning("ReferringPredictor: MODEL.WEIGHTS is empty, using random weights")
         self.input_format = cfg.INPUT.FORMAT

@@ -5,6 +5,9 @@ import pytest
 from detectron2.config import get_cfg
 from detectron2.projects.deeplab import add_deeplab_config
 
+from d2_common.config import (
+    CONFIG_FAMILY_REGISTRY, assemble_config, build_cfg, config_tree, detect_family, registered_families,
+)
 from maskformer_d2 import add_mask_former_config, add_maskformer2_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -31,9 +34,7 @@ def test_mirrors_exist():
 
 @pytest.mark.parametrize("path", M2F_YAMLS + MF_YAMLS, ids=lambda p: str(p.relative_to(REPO / "configs")))
 def test_every_yaml_merges(path):
-    family_first = add_maskformer2_config if "mask2former" in path.parts else add_mask_former_config
-    cfg = _cfg(family_first)
-    cfg.merge_from_file(str(path))
+    cfg = build_cfg(str(path))  # the official file, read safely, with its own family's defaults
     is_base = path.name.startswith("Base-")
     assert is_base or cfg.MODEL.META_ARCHITECTURE in ("MaskFormer", "SemanticSegmentor")
     if cfg.MODEL.META_ARCHITECTURE == "MaskFormer":
@@ -50,10 +51,15 @@ def test_every_yaml_merges(path):
     "maskformer/ade20k-150/per_pixel_baseline_plus_R50_bs16_160k.yaml",
 ])
 def test_both_adders_in_either_order_give_the_same_config(rel):
-    a = _cfg(add_maskformer2_config, add_mask_former_config)
-    b = _cfg(add_mask_former_config, add_maskformer2_config)
+    # the family adders, registered in either order (build_cfg's assembly), then the file
+    path = str(REPO / "configs" / rel)
+    family = detect_family(config_tree(path))
+    m2f, mf = CONFIG_FAMILY_REGISTRY.get("Mask2FormerConfig"), CONFIG_FAMILY_REGISTRY.get("MaskFormerConfig")
+    others = [f for f in registered_families() if f not in (m2f, mf)]
+    a = assemble_config(family, [m2f, mf] + others)
+    b = assemble_config(family, [mf, m2f] + others[::-1])
     for cfg in (a, b):
-        cfg.merge_from_file(str(REPO / "configs" / rel))
+        cfg.merge_from_file(path)
     assert a.dump() == b.dump()
 
 
@@ -70,20 +76,15 @@ FLAT = {
 
 @pytest.mark.parametrize("name", sorted(FLAT))
 def test_mirror_equals_official_flat_config(name):
-    add = add_maskformer2_config if name.startswith("m2f") else add_mask_former_config
-    flat = _cfg(add)
-    flat.merge_from_file(str(KEYS / f"{name}.yaml"))
-    mirror = _cfg(add)
-    mirror.merge_from_file(str(REPO / "configs" / FLAT[name]))
+    flat = build_cfg(str(KEYS / f"{name}.yaml"))
+    mirror = build_cfg(str(REPO / "configs" / FLAT[name]))
     assert mirror.dump() == flat.dump()
 
 
 def test_evaluated_min_size_lists():
-    cfg = _cfg(add_maskformer2_config)
-    cfg.merge_from_file(str(REPO / "configs/mask2former/ade20k/panoptic-segmentation/maskformer2_R50_bs16_160k.yaml"))
+    cfg = build_cfg(str(REPO / "configs/mask2former/ade20k/panoptic-segmentation/maskformer2_R50_bs16_160k.yaml"))
     assert list(cfg.INPUT.MIN_SIZE_TRAIN) == [int(x * 0.1 * 640) for x in range(5, 21)]
-    cfg = _cfg(add_mask_former_config)
-    cfg.merge_from_file(str(REPO / "configs/maskformer/coco-stuff-10k-171/maskformer_R50_bs32_60k.yaml"))
+    cfg = build_cfg(str(REPO / "configs/maskformer/coco-stuff-10k-171/maskformer_R50_bs32_60k.yaml"))
     assert list(cfg.INPUT.MIN_SIZE_TRAIN) == [int(x * 0.1 * 640) for x in range(5, 16)]
 
 

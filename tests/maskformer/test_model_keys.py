@@ -9,11 +9,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from detectron2.config import get_cfg
 from detectron2.modeling import build_model
-from detectron2.projects.deeplab import add_deeplab_config
 
-from maskformer_d2 import add_mask_former_config, add_maskformer2_config
+from d2_common.config import build_cfg
 KEYS_DIR = Path(__file__).resolve().parent.parent / "fixtures" / "keys"
 # The six models of the reference README §11 (folder shared with the head tests).
 NAMES = [
@@ -27,12 +25,8 @@ NAMES = [
 
 
 def _cfg(name):
-    cfg = get_cfg()
-    add_deeplab_config(cfg)
-    (add_mask_former_config if name.startswith("mf_") else add_maskformer2_config)(cfg)
-    cfg.merge_from_file(str(KEYS_DIR / f"{name}.yaml"))
-    cfg.MODEL.DEVICE = "cpu"
-    return cfg
+    # the flat official dump as it is: its family (MaskFormer or Mask2Former) comes from the file
+    return build_cfg(str(KEYS_DIR / f"{name}.yaml"), ["MODEL.DEVICE", "cpu"])
 
 
 def test_all_configs_present():

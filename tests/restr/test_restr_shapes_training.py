@@ -77,7 +77,11 @@ def _run(tmp_path, num_train: int, num_val: int, timeout: int, max_iter: str = "
     )
     out_json = str(tmp_path / "report.json")
     args = [sys.executable, os.path.abspath(__file__), out_json, RESTR_SHAPES] + ([max_iter] if max_iter else [])
-    p = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    # run from outside the repository: every path in the config (the vocabulary file) must
+    # resolve relative to the config file, not the current directory
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    p = subprocess.run(args, cwd=work, env=env, capture_output=True, text=True, timeout=timeout)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-6000:]
     with open(out_json) as f:
         return json.load(f), p.stdout + p.stderr

@@ -29,6 +29,7 @@ from detectron2.structures import ImageList
 from torch import nn
 
 from d2_common.acceleration import Acceleration
+from d2_common.checkpoint_policy import require_complete_weights, weights_strict_from_cfg
 
 from ..criterion import SetCriterion
 from ..matcher import HungarianMatcher
@@ -123,6 +124,8 @@ class MaskFormer(nn.Module):
         semantic_on, panoptic_on, instance_on: which results to produce.
         test_topk_per_image: instances kept per image.
         panoptic_requires_mask_prob: Mask2Former's panoptic rule (True) or MaskFormer's (False).
+        weights_strict: every ``load_state_dict`` (detectron2's checkpointer included) must cover
+            the whole model (``d2_common.checkpoint_policy``); False: load what fits, with a warning.
         acceleration: optional ``torch.compile`` / channels-last of submodules (default: the
             backbone), applied last; the state dict is unchanged.
     """
@@ -148,6 +151,7 @@ class MaskFormer(nn.Module):
         test_topk_per_image: int = 100,
         panoptic_requires_mask_prob: bool = True,
         acceleration: Optional[Acceleration] = None,
+        weights_strict: bool = True,
     ):
         super().__init__()
         self.backbone = backbone
@@ -173,6 +177,7 @@ class MaskFormer(nn.Module):
             )
         if (panoptic_on or instance_on) and not sem_seg_postprocess_before_inference:
             raise ValueError("panoptic/instance inference needs sem_seg_postprocess_before_inference=True")
+        require_complete_weights(self, strict=weights_strict)
         if acceleration is not None:
             acceleration.apply(self, image_encoder="backbone")
 
@@ -202,6 +207,7 @@ class MaskFormer(nn.Module):
             "test_topk_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
             "panoptic_requires_mask_prob": model_family(cfg) == "mask2former",
             "acceleration": Acceleration.from_config(cfg),
+            "weights_strict": weights_strict_from_cfg(cfg),
         }
 
     @property

@@ -15,6 +15,7 @@ from detectron2.structures import ImageList
 from torch import nn
 
 from d2_common.acceleration import Acceleration
+from d2_common.checkpoint_policy import require_complete_weights, weights_strict_from_cfg
 
 from ..backbone.d2_vit import vit_kwargs_from_config
 from ..backbone.vit import VisionTransformer
@@ -67,6 +68,7 @@ class ReSTR(nn.Module):
         mask_threshold: float = 0.5,
         pad_layout: str = "bottom_right",
         acceleration: Optional[Acceleration] = None,
+        weights_strict: bool = True,
     ):
         """
         Args:
@@ -77,6 +79,8 @@ class ReSTR(nn.Module):
             pixel_mean, pixel_std: input normalisation (official: 127.5, 127.5).
             mask_threshold: probability threshold of ``ref_score``'s mask.
             pad_layout: test-time padding of the inputs, "bottom_right" or "center".
+            weights_strict: every ``load_state_dict`` (detectron2's checkpointer included) must cover
+                the whole model (``d2_common.checkpoint_policy``); False: load what fits, with a warning.
             acceleration: optional ``torch.compile`` / channels-last of submodules (default: the
                 vision encoder), applied last; the state dict is unchanged.
         """
@@ -93,6 +97,7 @@ class ReSTR(nn.Module):
         # non-persistent: official checkpoints have no such keys
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
+        require_complete_weights(self, strict=weights_strict)
         if acceleration is not None:
             acceleration.apply(self, image_encoder="encoder_v", image_encoder_entry="forward_features")
 
@@ -128,6 +133,7 @@ class ReSTR(nn.Module):
             mask_threshold=r.TEST.MASK_THRESHOLD,
             pad_layout=r.TEST.PAD_LAYOUT,
             acceleration=Acceleration.from_config(cfg),
+            weights_strict=weights_strict_from_cfg(cfg),
         )
 
     @property

@@ -12,6 +12,8 @@ from typing import Dict, Iterable, Mapping, Optional, Tuple
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 
+from d2_common.checkpoint_policy import weights_policy
+
 from ..backbone.pos_embed import resize_pos_embed
 
 __all__ = ["check_state_dict", "convert_official_segmenter", "SegmenterCheckpointer"]
@@ -138,4 +140,5 @@ class SegmenterCheckpointer(DetectionCheckpointer):
         check_state_dict(model.state_dict(), stripped, allow)
         if allow:
             logger.info("SegmenterCheckpointer: encoder-only checkpoint, decoder stays at init")
-        return super()._load_model(checkpoint)
+        with weights_policy(model, "off"):  # check_state_dict above is this loader's policy
+            return super()._load_model(checkpoint)

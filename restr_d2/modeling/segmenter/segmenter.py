@@ -14,6 +14,7 @@ from detectron2.structures import ImageList
 from torch import nn
 
 from d2_common.acceleration import Acceleration
+from d2_common.checkpoint_policy import require_complete_weights, weights_strict_from_cfg
 
 from ..backbone.vit import pad_to_patch_multiple
 from .sliding_window import resize_logits, sliding_window_inference
@@ -53,6 +54,7 @@ class Segmenter(nn.Module):
         window_batch_size: int = 4,
         test_flip: bool = False,
         acceleration: Optional[Acceleration] = None,
+        weights_strict: bool = True,
     ):
         """
         Args:
@@ -68,6 +70,8 @@ class Segmenter(nn.Module):
                 sliding window, with short side resized up to ``window_size`` if smaller).
             window_size, window_stride, window_batch_size: sliding-window parameters.
             test_flip: also evaluate the horizontally flipped image and average probabilities.
+            weights_strict: every ``load_state_dict`` (detectron2's checkpointer included) must cover
+                the whole model (``d2_common.checkpoint_policy``); False: load what fits, with a warning.
             acceleration: optional ``torch.compile`` / channels-last of submodules (default: the
                 encoder), applied last; the state dict is unchanged.
         """
@@ -88,6 +92,7 @@ class Segmenter(nn.Module):
         # non-persistent: keeps the state dict equal to the official checkpoint
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
+        require_complete_weights(self, strict=weights_strict)
         if acceleration is not None:
             acceleration.apply(self, image_encoder="encoder")
 
@@ -119,6 +124,7 @@ class Segmenter(nn.Module):
             window_batch_size=t.WINDOW_BATCH_SIZE,
             test_flip=t.FLIP,
             acceleration=Acceleration.from_config(cfg),
+            weights_strict=weights_strict_from_cfg(cfg),
         )
 
     @property

@@ -1,0 +1,14 @@
+"""The project's config entry point: ``build_cfg(config_file, opts)`` with family-scoped
+defaults, safe YAML reading, and file paths resolved relative to the YAML."""
+from .build import ProjectCfgNode, assemble_config, build_cfg, config_tree, load_config  # noqa: F401
+from .families import (  # noqa: F401
+    CONFIG_FAMILY_REGISTRY,
+    ConfigFamily,
+    ConfigFamilyError,
+    detect_family,
+    guess_checkpoint_family,
+    load_plugins,
+    registered_families,
+    yaml_value,
+)
+from .yaml_loading import ConfigYAMLError, evaluate_size_expression, load_yaml_with_base  # noqa: F401
