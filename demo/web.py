@@ -673,9 +673,9 @@ def get_parser():
 
 def build_models(args):
     """(SegmentationModel or None, ReferringModel or None) from the command line."""
+    from d2_common.config import load_config
     from d2_common.config_checks import check_config
     from predictor import is_referring_config
-    from train_net import load_config
 
     segmentation = referring = None
     if args.only != "referring":

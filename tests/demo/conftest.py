@@ -15,7 +15,7 @@ def web_demo(tmp_path_factory):
     import web  # demo/web.py (demo/ is put on sys.path below)
 
     from d2_common.data.shapes import ShapesConfig
-    from train_net import load_config
+    from d2_common.config import load_config
 
     tmp = tmp_path_factory.mktemp("web_demo")
     ref_cfg = load_config(str(REPO_ROOT / REF_CONFIG))
