@@ -7,6 +7,7 @@
 #   PYTHON=python3        interpreter used to create it
 #   RESTR_D2_USE_ENV=1    install into the interpreter $PYTHON itself instead of a venv
 #   DETECTRON2_SRC=/path  install your own detectron2 source checkout (compiled ops included)
+#   RESTR_D2_NO_CHROMIUM=1  do not install Chromium (the web demo's browser tests then skip)
 #   A working detectron2 that is already importable is always left alone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,6 +29,35 @@ else
   fi
   PY="$VENV/bin/python"
 fi
+
+# Chromium for the web demo's browser tests (tests/demo/test_web_browser.py drives it with
+# Playwright; Playwright's own browser download needs a host this install does not reach).
+# Debian's package, installed when we are root on Debian; anywhere else, or if apt fails, the
+# install goes on and those tests skip saying how to enable them. RESTR_D2_NO_CHROMIUM=1 skips.
+ensure_chromium() {
+  [ "${RESTR_D2_NO_CHROMIUM:-0}" = 1 ] && return 0
+  if [ -n "${RESTR_D2_CHROMIUM:-}" ] && [ -x "${RESTR_D2_CHROMIUM}" ]; then return 0; fi
+  for b in chromium chromium-browser google-chrome; do
+    command -v "$b" >/dev/null 2>&1 && return 0
+  done
+  local os_id=""
+  [ -r /etc/os-release ] && os_id=$(. /etc/os-release && echo "${ID:-}")
+  if [ "$(id -u)" != 0 ] || [ "$os_id" != debian ] || ! command -v apt-get >/dev/null 2>&1; then
+    say "no Chromium found: the web demo's browser tests will skip (on Debian, as root: apt-get install chromium)"
+    return 0
+  fi
+  say "installing Chromium (apt-get install chromium) for the web demo's browser tests"
+  local log
+  log=$(mktemp)
+  if (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >"$log" 2>&1; then
+    say "Chromium: $(chromium --version 2>/dev/null || echo installed)"
+  else
+    tail -n 5 "$log" | sed 's/^/[install]   /'
+    say "WARNING: apt-get install chromium failed (above); the browser tests will skip"
+  fi
+  rm -f "$log"
+}
+ensure_chromium
 
 stamp_of() {
   cat requirements/requirements.txt requirements/constraints.txt tools/install.sh \

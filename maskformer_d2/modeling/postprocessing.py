@@ -68,7 +68,9 @@ def panoptic_inference(
 
     Returns:
         ``panoptic_seg`` int32 (H, W), 0 = void, and ``segments_info``: list of
-        ``{"id", "isthing", "category_id"}``.
+        ``{"id", "isthing", "category_id", "score"}``; ``score`` is the class probability of
+        the segment's query (for stuff merged from several queries, the highest), as in
+        detectron2's Panoptic FPN outputs (the official Mask2Former gives no score).
     """
     num_classes = mask_cls.shape[-1] - 1
     scores, labels = F.softmax(mask_cls, dim=-1).max(-1)
@@ -90,6 +92,7 @@ def panoptic_inference(
     else:
         segment_area = mask_area
     stats = torch.stack([mask_area, original_area, segment_area, cur_classes]).cpu().tolist()
+    query_scores = cur_scores.cpu().tolist()
 
     thing_ids = set(int(i) for i in thing_ids)
     segment_of_query = [0] * num_kept
@@ -103,12 +106,15 @@ def panoptic_inference(
         isthing = pred_class in thing_ids
         if not isthing and pred_class in stuff_segment:
             segment_of_query[k] = stuff_segment[pred_class]
+            merged = segments_info[stuff_segment[pred_class] - 1]
+            merged["score"] = max(merged["score"], float(query_scores[k]))
             continue
         segment_id = len(segments_info) + 1
         if not isthing:
             stuff_segment[pred_class] = segment_id
         segment_of_query[k] = segment_id
-        segments_info.append({"id": segment_id, "isthing": bool(isthing), "category_id": int(pred_class)})
+        segments_info.append({"id": segment_id, "isthing": bool(isthing), "category_id": int(pred_class),
+                              "score": float(query_scores[k])})
 
     lookup = torch.tensor(segment_of_query, dtype=torch.int32, device=mask_pred.device)
     panoptic_seg = lookup[mask_ids]

@@ -53,6 +53,19 @@ class ReferringPredictor:
         self.mask_threshold = float(cfg.MODEL.RESTR.TEST.MASK_THRESHOLD)
         self.pixel_mean = [float(v) for v in cfg.MODEL.PIXEL_MEAN]
 
+    def describe_tokens(self, sentence: str) -> Dict:
+        """What the language encoder reads of ``sentence``: ``{"tokens": [{"text", "token",
+        "unknown"}], "truncated": [...]}`` (``unknown``: the word became ``<unk>`` / ``[UNK]``,
+        so the model cannot tell it from any other unknown word). Bad text raises like
+        ``__call__``."""
+        encoder = self.model.encoder_l
+        if not hasattr(encoder, "describe_tokens"):
+            raise NotImplementedError(
+                f"{type(encoder).__name__} has no describe_tokens(sentence); add one to list "
+                "the tokens it reads"
+            )
+        return encoder.describe_tokens(sentence)
+
     def _preprocess(self, image_bgr: np.ndarray) -> Dict:
         if not isinstance(image_bgr, np.ndarray) or image_bgr.ndim != 3 or image_bgr.shape[2] != 3:
             raise ValueError(

@@ -90,7 +90,10 @@ def _check_panoptic(result, ref):
     panoptic_seg, segments_info = result["panoptic_seg"]
     assert panoptic_seg.dtype == torch.int32
     assert torch.equal(panoptic_seg, ref["panoptic_seg"].to(torch.int32))  # stored as uint8, see README
-    assert segments_info == ref["segments_info"]
+    # ours adds each segment's query score (detectron2's Panoptic FPN convention); the rest
+    # is the official list
+    assert [{k: v for k, v in s.items() if k != "score"} for s in segments_info] == ref["segments_info"]
+    assert all(0.0 < s["score"] <= 1.0 for s in segments_info)
 
 
 def _check_instances(inst, ref, query_masks):
@@ -191,3 +194,26 @@ def test_panoptic_without_metadata_raises(m2f):
     model.metadata = SimpleNamespace()
     with pytest.raises(ValueError, match="thing_dataset_id_to_contiguous_id"):
         _run(model, m2f.sizes)
+
+
+def test_panoptic_segment_scores_are_query_class_probabilities():
+    """A thing segment's score is its query's class probability; two stuff queries of one class
+    merge into one segment scored by the higher of the two."""
+    from maskformer_d2.modeling.postprocessing import panoptic_inference
+
+    # 3 classes + no-object; query 0: thing class 0, queries 1 and 2: stuff class 2
+    mask_cls = torch.tensor([[4.0, 0.0, 0.0, 0.0], [0.0, 0.0, 3.0, 0.0], [0.0, 0.0, 2.0, 0.0]])
+    big = 20.0
+    mask_pred = torch.full((3, 4, 6), -big)
+    mask_pred[0, :, :2] = big  # thing on columns 0-1
+    mask_pred[1, :, 2:4] = big  # stuff query 1 on columns 2-3
+    mask_pred[2, :, 4:] = big  # stuff query 2 on columns 4-5
+    probs = mask_cls.softmax(-1).max(-1).values
+    panoptic_seg, segments_info = panoptic_inference(
+        mask_cls, mask_pred, object_mask_threshold=0.1, overlap_threshold=0.8, thing_ids=[0]
+    )
+    assert [(s["category_id"], s["isthing"]) for s in segments_info] == [(0, True), (2, False)]
+    assert segments_info[0]["score"] == pytest.approx(float(probs[0]))
+    assert segments_info[1]["score"] == pytest.approx(float(max(probs[1], probs[2])))
+    assert float(probs[1]) != pytest.approx(float(probs[2]))
+    assert set(panoptic_seg[:, 2:].unique().tolist()) == {2}

@@ -78,3 +78,15 @@ def test_attention_mask_respected_end_to_end(minilm_model):
     assert torch.allclose(a, b, atol=1e-5)
     # without the fusion mask the extra pads change the result
     assert not torch.allclose(a, c, atol=1e-5)
+
+
+def test_describe_tokens_marks_the_unknown_token(minilm_model):
+    enc = minilm_model.encoder_l
+    described = enc.describe_tokens("the red circle 🙂 " + "star " * 30)
+    tokens = described["tokens"]
+    assert [t["text"] for t in tokens][:4] == ["the", "red", "circle", "🙂"]
+    assert [t["token"] for t in tokens if t["unknown"]] == [enc.tokenizer.unk_token]
+    # T = 20 includes [CLS] and [SEP]: 18 tokens are read, the rest listed as truncated
+    assert len(tokens) == 18 and len(described["truncated"]) == 4 + 30 - 18
+    ids = enc.tokenize(["the red circle 🙂 " + "star " * 30])["input_ids"][0, 1:-1].tolist()
+    assert enc.tokenizer.convert_ids_to_tokens(ids) == [t["token"] for t in tokens]

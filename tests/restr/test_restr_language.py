@@ -143,3 +143,19 @@ def test_pad_mask_keeps_pad_tokens_out_of_attention(small):
     enc.mask_pad_tokens = True
     with pytest.raises(ValueError, match="only <pad>"):
         enc(torch.zeros(1, 8, dtype=torch.long))
+
+
+def test_describe_lists_unknown_and_truncated_words(tok):
+    """``describe`` says what the ids of ``encode`` mean: the words that became <unk> and the
+    ones cut beyond T."""
+    sentence = "yellow zebra " + " ".join(["yellow"] * 21)
+    described = tok.describe(sentence)
+    ids = tok.encode(sentence)
+    assert [t["text"] for t in described["tokens"]][:3] == ["yellow", "zebra", "yellow"]
+    assert len(described["tokens"]) == 20 and described["truncated"] == ["yellow"] * 3
+    for t, i in zip(described["tokens"], ids):
+        assert t["unknown"] == (i == tok.unk_id)
+        assert t["token"] == tok.vocab[i]
+    assert [t["text"] for t in described["tokens"] if t["unknown"]] == ["zebra"]
+    with pytest.raises(ValueError, match="no word"):
+        tok.describe("🙂")

@@ -124,3 +124,11 @@ def test_predictor_center_layout_reproduces_official_eval(small, official_pth):
     out = pred(np.ascontiguousarray(rgb[:, :, ::-1]), "Ornate wooden swivel, marching.")
     assert torch.allclose(out["prob"], ev["pred_cropped"][0, 0].sigmoid(), atol=1e-5)
     assert torch.equal(out["mask"], ev["hard_pred"][0, 0])
+
+
+def test_predictor_describes_the_tokens_its_model_reads(predictor):
+    described = predictor.describe_tokens("yellow zzzz woods")
+    assert described == predictor.model.encoder_l.tokenizer.describe("yellow zzzz woods")
+    assert [t["text"] for t in described["tokens"] if t["unknown"]] == ["zzzz"]
+    with pytest.raises(ValueError, match="referring expression"):
+        predictor.describe_tokens("!!!")

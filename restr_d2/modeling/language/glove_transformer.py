@@ -130,6 +130,11 @@ class GloVeTransformerEncoder(nn.Module):
     def vocab(self) -> List[str]:
         return self.tokenizer.vocab
 
+    def describe_tokens(self, sentence: str) -> Dict[str, List]:
+        """The words of ``sentence`` as this encoder reads them (``WordTokenizer.describe``):
+        which became ``<unk>`` and which were cut beyond T."""
+        return self.tokenizer.describe(sentence)
+
     def tokenize(self, sentences: Sequence[str]) -> Dict[str, torch.Tensor]:
         """List of B sentences -> ``{"input_ids": (B, T) int64}`` (official tokenisation, see
         ``tokenizer.py`` for the handling of bad text)."""

@@ -13,7 +13,7 @@ State-dict keys (under ``encoder_l.``): ``model.*`` (the Hugging Face model), ``
 import importlib.util
 import logging
 import os
-from typing import Dict, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 from detectron2.config import configurable
@@ -120,6 +120,24 @@ class HFLanguageEncoder(nn.Module):
             # a frozen encoder keeps its dropout off
             self.model.eval()
         return self
+
+    def describe_tokens(self, sentence: str) -> Dict[str, List]:
+        """The sub-word tokens of ``sentence`` as this encoder reads them, for people:
+        ``{"tokens": [{"text", "token", "unknown"}], "truncated": [tokens beyond T]}``;
+        ``unknown`` marks the tokenizer's unknown token (e.g. ``[UNK]``), ``text`` is the piece
+        of the (cleaned) sentence a token stands for, special tokens are left out."""
+        cleaned = check_sentence(sentence)
+        fast = getattr(self.tokenizer, "is_fast", False)
+        enc = self.tokenizer(cleaned, add_special_tokens=False, return_offsets_mapping=fast)
+        pieces = self.tokenizer.convert_ids_to_tokens(enc["input_ids"])
+        offsets = enc["offset_mapping"] if fast else [None] * len(pieces)
+        unk = self.tokenizer.unk_token
+        tokens = [
+            {"text": cleaned[o[0] : o[1]] if o is not None else p, "token": p, "unknown": p == unk}
+            for p, o in zip(pieces, offsets)
+        ]
+        room = max(0, self.max_tokens - self.tokenizer.num_special_tokens_to_add())
+        return {"tokens": tokens[:room], "truncated": [t["text"] for t in tokens[room:]]}
 
     def tokenize(self, sentences: Sequence[str]) -> Dict[str, torch.Tensor]:
         """B sentences -> ``input_ids``, ``attention_mask`` (and ``token_type_ids`` when the

@@ -141,6 +141,17 @@ class WordTokenizer:
         ids = ids[: self.max_tokens]
         return [self.pad_id] * (self.max_tokens - len(ids)) + ids
 
+    def describe(self, sentence: str) -> Dict[str, List]:
+        """What the model reads of one sentence, for people: ``{"tokens": [{"text", "token",
+        "unknown"}], "truncated": [words beyond T]}``. ``token`` is the vocabulary entry used,
+        ``<unk>`` for a word missing from the vocabulary (``unknown`` True)."""
+        words = split_words(sentence)
+        tokens = []
+        for w in words[: self.max_tokens]:
+            known = w in self.word_to_id
+            tokens.append({"text": w, "token": w if known else UNK_TOKEN, "unknown": not known})
+        return {"tokens": tokens, "truncated": words[self.max_tokens :]}
+
     def __call__(self, sentences: Sequence[str]) -> List[List[int]]:
         if isinstance(sentences, str):
             raise TypeError("pass a list of sentences (use encode() for a single one)")
