@@ -38,7 +38,12 @@ logger = logging.getLogger("restr_d2.demo")
 
 
 def setup_cfg(args):
-    return load_config(args.config_file, args.opts or [])
+    cfg = load_config(args.config_file, args.opts or [])
+    if not cfg.MODEL.WEIGHTS:
+        # weights that are given must cover the whole model (checked when they load); none at all
+        # is allowed for trying the pipeline, and said loudly
+        logger.warning("MODEL.WEIGHTS is empty: drawing the predictions of a randomly initialised model")
+    return cfg
 
 
 def get_parser():
