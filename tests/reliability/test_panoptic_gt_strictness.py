@@ -15,8 +15,8 @@ from d2_common.validation import BadRecordError
 from maskformer_d2.evaluation import PanopticQualityEvaluator
 
 H = W = 16
-SEGMENTS = [{"id": 1, "category_id": 11, "isthing": 1, "iscrowd": 0, "area": 0, "bbox": [0, 0, 1, 1]},
-            {"id": 2, "category_id": 40, "isthing": 0, "iscrowd": 0, "area": 0, "bbox": [0, 0, 1, 1]}]
+SEGMENTS = [{"id": 1, "category_id": 11, "isthing": 1, "iscrowd": 0, "area": 36, "bbox": [2, 2, 6, 6]},
+            {"id": 2, "category_id": 40, "isthing": 0, "iscrowd": 0, "area": 220, "bbox": [0, 0, 16, 16]}]
 PRED_SEGMENTS = [{"id": 1, "category_id": 0, "isthing": True}, {"id": 2, "category_id": 1, "isthing": False}]
 
 
