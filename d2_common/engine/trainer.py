@@ -9,7 +9,6 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from detectron2.data import (
-    DatasetMapper,
     MetadataCatalog,
     build_detection_test_loader,
     build_detection_train_loader,
@@ -21,7 +20,7 @@ from detectron2.utils.logger import setup_logger
 from detectron2.evaluation import verify_results  # noqa: F401  (re-exported for train_net)
 
 from ..resume import build_resumable_train_loader
-from ..validation import BadRecordSummaryHook, checked_train_dataset_dicts, wrap_mapper
+from ..validation import BadRecordSummaryHook, CheckedDatasetMapper, checked_train_dataset_dicts, wrap_mapper
 from ..resume.trainer import ResilientTrainerMixin
 from .evaluators import build_evaluators
 from .lr_scheduler import build_lr_scheduler
@@ -118,8 +117,8 @@ class Trainer(ResilientTrainerMixin, DefaultTrainer):
     def build_train_loader(cls, cfg, start_iter=0, seed=None):
         mapper = build_dataset_mapper(cfg, True) if cfg.INPUT.DATASET_MAPPER_NAME else None
         if mapper is None:
-            logger.info("INPUT.DATASET_MAPPER_NAME is empty: detectron2's DatasetMapper")
-            mapper = DatasetMapper(cfg, True)
+            logger.info("INPUT.DATASET_MAPPER_NAME is empty: detectron2's DatasetMapper (with our checked image reader)")
+            mapper = CheckedDatasetMapper(cfg, True)
         # bad records are skipped and counted, or fatal (DATALOADER.BAD_RECORD_POLICY)
         mapper = wrap_mapper(cfg, mapper, is_train=True)
         dataset = checked_train_dataset_dicts(cfg)
@@ -145,9 +144,11 @@ class Trainer(ResilientTrainerMixin, DefaultTrainer):
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
-        mapper = None
         if MetadataCatalog.get(dataset_name).get("evaluator_type", None) == "referring":
             mapper = build_dataset_mapper(cfg, False)  # sentences and resize-and-pad
+        else:
+            # detectron2's test mapper, reading images as training does (same pixels, named errors)
+            mapper = CheckedDatasetMapper(cfg, False)
         return build_detection_test_loader(cfg, dataset_name, mapper=mapper)
 
     @classmethod
