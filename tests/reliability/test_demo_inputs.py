@@ -3,7 +3,6 @@ the failures are listed at the end and the exit status is non-zero; images are r
 training reads them (16-bit); what the confidence filter removed and an empty referring mask
 are said in the log and on the picture."""
 import importlib.util
-import logging
 import os
 import subprocess
 import sys
@@ -33,15 +32,8 @@ def demo():
 
 
 @pytest.fixture
-def demo_log():
-    """The demo's log lines (its logger does not propagate to pytest's caplog)."""
-    lines = []
-    handler = logging.Handler()
-    handler.emit = lambda record: lines.append(record.getMessage())
-    logger = logging.getLogger("restr_d2.demo")
-    logger.addHandler(handler)
-    yield lines
-    logger.removeHandler(handler)
+def demo_log(log_lines):
+    return log_lines("restr_d2.demo")
 
 
 @pytest.fixture
