@@ -27,6 +27,8 @@ for _p in (os.path.dirname(_DEMO_DIR), _DEMO_DIR):
 
 import cv2  # noqa: E402
 
+import d2_common  # noqa: E402,F401  (first: imports detectron2 without its torch.jit.script warnings)
+
 from detectron2.utils.logger import setup_logger  # noqa: E402
 
 from predictor import TASKS, VisualizationDemo, is_referring_config  # noqa: E402

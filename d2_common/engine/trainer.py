@@ -26,6 +26,7 @@ from .evaluators import build_evaluators
 from .lr_scheduler import build_lr_scheduler
 from .mapper_registry import build_dataset_mapper
 from .optimizer import build_optimizer
+from .progress import use_progress_writer
 from .tta import SemanticSegmentorWithTTA
 
 __all__ = ["Trainer", "CPUAutocastTrainer", "create_ddp_model"]
@@ -139,8 +140,10 @@ class Trainer(ResilientTrainerMixin, DefaultTrainer):
         )
 
     def build_hooks(self):
-        # logs how many training records were skipped, and why (DATALOADER.BAD_RECORD_POLICY)
-        return super().build_hooks() + [BadRecordSummaryHook(period=1000)]
+        # logs how many training records were skipped, and why (DATALOADER.BAD_RECORD_POLICY);
+        # progress lines at least every 30 s, and more often in short runs
+        hooks = use_progress_writer(super().build_hooks(), self.cfg.SOLVER.MAX_ITER)
+        return hooks + [BadRecordSummaryHook(period=1000)]
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
