@@ -138,11 +138,17 @@ def run_images(demo, args, reader_kwargs=None):
                 start = time.time()
                 predictions, vis = demo.run_on_image(image, text)
                 _write(out_path, vis)
-                n_inst = len(predictions["instances"]) if "instances" in predictions else None
+                drawn = demo.drawn_tasks(predictions)
+                counts = []
+                segments = predictions["panoptic_seg"][1] if "panoptic" in drawn else None
+                if segments is not None:
+                    counts.append(f"{len(segments)} panoptic segments drawn")
+                if "instance" in drawn:
+                    counts.append(f"{len(predictions['instances'])} instances drawn")
                 notes = getattr(demo, "last_notes", [])
                 logger.info(
                     f"{path}{f' [{text!r}]' if text else ''}: "
-                    + (f"{n_inst} instances drawn, " if n_inst is not None else "")
+                    + "".join(f"{c}, " for c in counts)
                     + "".join(f"{n}, " for n in notes)
                     + f"{time.time() - start:.2f}s -> {out_path}"
                 )

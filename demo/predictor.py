@@ -146,13 +146,17 @@ class VisualizationDemo:
                 threshold, highest = self.predictor.mask_threshold, float(predictions["prob"].max())
                 notes.append((f"empty mask: no pixel has probability > {threshold:g} (highest {highest:.2f})",
                               f"empty mask (max prob {highest:.2f} <= {threshold:g})"))
-        elif "instances" in predictions and raw_predictions is not None:
+        elif "instance" in self.drawn_tasks(predictions) and raw_predictions is not None:
             total, kept = raw_predictions, len(predictions["instances"])
             if kept < total:
                 notes.append((f"{total - kept} of {total} instances scored below {self.confidence_threshold:g} "
                               "(--confidence-threshold), not drawn",
                               f"{total - kept}/{total} instances < {self.confidence_threshold:g} hidden"))
         return notes
+
+    def drawn_tasks(self, predictions):
+        """Which of "panoptic", "semantic", "instance" ``draw`` shows for ``predictions``."""
+        return () if self.referring else self._task_of(predictions)
 
     def _task_of(self, predictions):
         if self.task != "auto":
