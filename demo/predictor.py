@@ -146,6 +146,12 @@ class VisualizationDemo:
                 threshold, highest = self.predictor.mask_threshold, float(predictions["prob"].max())
                 notes.append((f"empty mask: no pixel has probability > {threshold:g} (highest {highest:.2f})",
                               f"empty mask (max prob {highest:.2f} <= {threshold:g})"))
+        elif "panoptic" in self.drawn_tasks(predictions) and predictions["panoptic_seg"][1] == []:
+            test = self.cfg.MODEL.get("MASK_FORMER", {}).get("TEST", {})
+            score, overlap = test.get("OBJECT_MASK_THRESHOLD", None), test.get("OVERLAP_THRESHOLD", None)
+            notes.append(("no panoptic segment kept" + (
+                f" (MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD={score:g}, OVERLAP_THRESHOLD={overlap:g})"
+                if score is not None and overlap is not None else ""), "no segment kept"))
         elif "instance" in self.drawn_tasks(predictions) and raw_predictions is not None:
             total, kept = raw_predictions, len(predictions["instances"])
             if kept < total:

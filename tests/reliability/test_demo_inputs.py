@@ -116,3 +116,13 @@ def test_empty_referring_mask_said_in_log_and_on_picture(demo, tmp_path, demo_lo
     vis = cv2.imread(out)[:, :, ::-1].astype(int)
     orig = np.asarray(Image.open(image)).astype(int)
     assert np.abs(vis[-8:] - orig[-8:]).mean() > 10.0
+
+
+def test_empty_panoptic_result_said_in_log(demo, tmp_path, demo_log):
+    image = tmp_path / "a.jpg"
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (64, 80, 3), dtype=np.uint8)).save(image)
+    [(out, pred)] = demo.main(["--config-file", M2F, "--input", str(image), "--output", str(tmp_path / "vis.png"),
+                               "--opts", "INPUT.MIN_SIZE_TEST", "64", "MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD", "1.0"])
+    assert pred["panoptic_seg"][1] == []
+    assert ("0 panoptic segments drawn, no panoptic segment kept (MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD=1, "
+            "OVERLAP_THRESHOLD=0.8)") in "\n".join(demo_log)
