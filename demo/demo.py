@@ -27,11 +27,13 @@ for _p in (os.path.dirname(_DEMO_DIR), _DEMO_DIR):
 
 import cv2  # noqa: E402
 
-from detectron2.data.detection_utils import read_image  # noqa: E402
+import d2_common  # noqa: E402,F401  (first: imports detectron2 without its torch.jit.script warnings)
+
 from detectron2.utils.logger import setup_logger  # noqa: E402
 
 from predictor import TASKS, VisualizationDemo, is_referring_config  # noqa: E402
 from d2_common.config import load_config  # noqa: E402
+from d2_common.validation import BadRecordError, image_reader_kwargs, read_image_checked  # noqa: E402
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 logger = logging.getLogger("restr_d2.demo")
@@ -115,23 +117,56 @@ def _write(path, vis_image):
         raise OSError(f"Could not write {path!r}")
 
 
-def run_images(demo, args):
+class InputsFailed(SystemExit):
+    """Some inputs could not be processed (the others were): exits with status 1 and the list
+    of failures; ``results`` holds what was written, ``failures`` (path, reason) pairs."""
+
+    def __init__(self, results, failures):
+        lines = "\n".join(f"  {p}: {reason}" for p, reason in failures)
+        super().__init__(f"{len(failures)} input(s) failed:\n{lines}")
+        self.results, self.failures = results, failures
+
+
+def run_images(demo, args, reader_kwargs=None):
+    """Visualize every input; one that fails (unreadable image, ...) is logged and listed at the
+    end, and the others go on (``InputsFailed``, exit status 1, when any failed)."""
     paths = expand_inputs(args.input)
     texts = args.text or [None]
-    results = []
+    results, failures = [], []
+    # usage errors (several inputs into one --output file) stop before any work
+    outputs = {path: output_paths(path, args.output, len(paths), len(args.text or [])) for path in paths}
     for path in paths:
-        image = read_image(path, format="BGR")
-        for text, out_path in zip(texts, output_paths(path, args.output, len(paths), len(args.text or []))):
-            start = time.time()
-            predictions, vis = demo.run_on_image(image, text)
-            _write(out_path, vis)
-            n_inst = len(predictions["instances"]) if "instances" in predictions else None
-            logger.info(
-                f"{path}{f' [{text!r}]' if text else ''}: "
-                + (f"{n_inst} instances, " if n_inst is not None else "")
-                + f"{time.time() - start:.2f}s -> {out_path}"
-            )
-            results.append((out_path, predictions))
+        try:
+            # the reader of training and evaluation: same pixels (16-bit, EXIF), named errors
+            image = read_image_checked(path, "BGR", **(reader_kwargs or {}))
+            for text, out_path in zip(texts, outputs[path]):
+                start = time.time()
+                predictions, vis = demo.run_on_image(image, text)
+                _write(out_path, vis)
+                drawn = demo.drawn_tasks(predictions)
+                counts = []
+                segments = predictions["panoptic_seg"][1] if "panoptic" in drawn else None
+                if segments is not None:
+                    counts.append(f"{len(segments)} panoptic segments drawn")
+                if "instance" in drawn:
+                    counts.append(f"{len(predictions['instances'])} instances drawn")
+                notes = getattr(demo, "last_notes", [])
+                logger.info(
+                    f"{path}{f' [{text!r}]' if text else ''}: "
+                    + "".join(f"{c}, " for c in counts)
+                    + "".join(f"{n}, " for n in notes)
+                    + f"{time.time() - start:.2f}s -> {out_path}"
+                )
+                results.append((out_path, predictions))
+        except (BadRecordError, OSError, RuntimeError, MemoryError) as e:
+            # a bad input (unreadable, too large, out of memory) must not stop the others; all are
+            # listed at the end. Usage errors (ValueError: --task, --text, ...) stop at once.
+            reason = f"{e.detail} [{e.reason}]" if isinstance(e, BadRecordError) else f"{type(e).__name__}: {e}"
+            logger.error(f"{path}: {reason}")
+            failures.append((path, reason))
+    if failures:
+        logger.error(f"{len(failures)} of {len(paths)} input(s) failed, {len(results)} visualization(s) written")
+        raise InputsFailed(results, failures)
     return results
 
 
@@ -178,7 +213,7 @@ def main(argv=None):
     demo = VisualizationDemo(cfg, confidence_threshold=args.confidence_threshold, task=args.task)
     if args.video_input:
         return run_video(demo, args)
-    return run_images(demo, args)
+    return run_images(demo, args, image_reader_kwargs(cfg))
 
 
 if __name__ == "__main__":

@@ -19,11 +19,11 @@ import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from detectron2.data import DatasetCatalog  # noqa: E402
-from detectron2.data.detection_utils import read_image  # noqa: E402
 from detectron2.utils.logger import setup_logger  # noqa: E402
 
 from demo.predictor import VisualizationDemo  # noqa: E402
 from d2_common.config import load_config  # noqa: E402
+from d2_common.validation import image_reader_kwargs, read_image_checked  # noqa: E402
 
 
 def main(argv=None):
@@ -51,7 +51,7 @@ def main(argv=None):
 
     os.makedirs(args.output, exist_ok=True)
     for i, record in enumerate(tqdm.tqdm(records, desc="visualizing")):
-        image = read_image(record["file_name"], format="BGR")
+        image = read_image_checked(record["file_name"], "BGR", **image_reader_kwargs(cfg))  # as training reads it
         text = record.get("sentence") if demo.referring else None
         _, vis = demo(image, text)
         panel = np.concatenate([image, vis.get_image()[:, :, ::-1]], axis=1)

@@ -29,7 +29,8 @@ def build_evaluators(cfg, dataset_name, output_folder):
     semantic_on, instance_on, panoptic_on = _mask_former_test_flags(cfg)
     sem = lambda: SemSegEvaluator(dataset_name, distributed=True, output_dir=output_folder)  # noqa: E731
     inst = lambda: InstanceSegEvaluator(dataset_name, output_dir=output_folder, backend=cfg.EVAL.COCO_BACKEND)  # noqa: E731
-    pan = lambda: PanopticQualityEvaluator(dataset_name, output_folder, backend=cfg.EVAL.PANOPTIC_BACKEND)  # noqa: E731
+    pan = lambda: PanopticQualityEvaluator(dataset_name, output_folder, backend=cfg.EVAL.PANOPTIC_BACKEND,  # noqa: E731
+                                         bad_gt_policy=cfg.DATALOADER.get("BAD_RECORD_POLICY", "fatal"))
     evaluators = []
     if etype in ("sem_seg", "ade20k_panoptic_seg") and semantic_on:
         evaluators.append(sem())

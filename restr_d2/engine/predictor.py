@@ -71,6 +71,9 @@ class ReferringPredictor:
             raise ValueError(
                 "image must be an (H, W, 3) numpy array in BGR order (as cv2.imread returns), got "
                 f"{type(image_bgr).__name__} {getattr(image_bgr, 'shape', None)}"
+                + ("; cv2.imread returns None for a file it cannot read: "
+                   "d2_common.validation.read_image_checked(path, 'BGR') reads it as training does "
+                   "and names the file and the reason" if image_bgr is None else "")
             )
         if image_bgr.dtype != np.uint8:
             raise ValueError(f"image must be uint8 (0..255), got {image_bgr.dtype}")
@@ -98,6 +101,12 @@ class ReferringPredictor:
         self, image_bgr: np.ndarray, sentences: Union[str, Sequence[str]]
     ) -> Union[Dict, List[Dict]]:
         single = isinstance(sentences, str)
+        if not single and not (isinstance(sentences, (list, tuple))
+                               and all(isinstance(s, str) for s in sentences)):
+            given = type(sentences).__name__ if not isinstance(sentences, (list, tuple)) else (
+                f"a {type(sentences).__name__} holding "
+                + ", ".join(sorted({type(s).__name__ for s in sentences if not isinstance(s, str)})))
+            raise TypeError(f"sentences must be a str or a list of str, got {given}: {sentences!r:.100}")
         sentence_list = [sentences] if single else list(sentences)
         if not sentence_list:
             raise ValueError("no sentence given: pass a str or a non-empty list of str")
