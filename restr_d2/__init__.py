@@ -5,3 +5,4 @@ Importing this package registers its backbone, heads, meta-architectures and dat
 from . import data  # noqa: F401  (registers datasets)
 from . import modeling  # noqa: F401  (registers models)
 from .config import add_restr_config, add_segmenter_config, add_vit_config  # noqa: F401
+from . import export  # noqa: F401,E402  (registers the ONNX export specs; needs no onnx)

@@ -41,6 +41,10 @@ class ReferringPredictor:
             DetectionCheckpointer(self.model).load(cfg.MODEL.WEIGHTS)
         else:
             logger.warning("ReferringPredictor: MODEL.WEIGHTS is empty, using random weights")
+        self._setup_preprocessing(cfg)
+
+    def _setup_preprocessing(self, cfg) -> None:
+        """Pre/post-processing settings (shared with the ONNX predictor, which has no model)."""
         self.input_format = cfg.INPUT.FORMAT
         if self.input_format not in ("RGB", "BGR"):
             raise ValueError(f"INPUT.FORMAT must be RGB or BGR, got {self.input_format!r}")
@@ -80,14 +84,22 @@ class ReferringPredictor:
     def __call__(
         self, image_bgr: np.ndarray, sentences: Union[str, Sequence[str]]
     ) -> Union[Dict, List[Dict]]:
-        single = isinstance(sentences, str)
-        sentence_list = [sentences] if single else list(sentences)
+        inputs = self.make_inputs(image_bgr, sentences)
+        with torch.no_grad():
+            outputs = self.model(inputs)
+        return self.format_outputs(outputs, sentences)
+
+    def make_inputs(self, image_bgr: np.ndarray, sentences: Union[str, Sequence[str]]) -> List[Dict]:
+        """The model's batched inputs: one dict per sentence, all holding the same image tensor
+        (so the model runs the vision encoder once)."""
+        sentence_list = [sentences] if isinstance(sentences, str) else list(sentences)
         if not sentence_list:
             raise ValueError("no sentence given: pass a str or a non-empty list of str")
         base = self._preprocess(image_bgr)
-        inputs = [dict(base, sentence=s) for s in sentence_list]
-        with torch.no_grad():
-            outputs = self.model(inputs)
+        return [dict(base, sentence=s) for s in sentence_list]
+
+    def format_outputs(self, outputs: List[Dict], sentences: Union[str, Sequence[str]]) -> Union[Dict, List[Dict]]:
+        """Model outputs (``ref_seg``, ``ref_score``) -> ``{"mask", "prob", "score"}`` per sentence."""
         results = [
             {
                 "mask": o["ref_seg"] > self.mask_threshold,
@@ -96,4 +108,4 @@ class ReferringPredictor:
             }
             for o in outputs
         ]
-        return results[0] if single else results
+        return results[0] if isinstance(sentences, str) else results
