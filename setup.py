@@ -13,4 +13,9 @@ setup(
     packages=find_packages(include=("restr_d2*", "maskformer_d2*", "d2_common*")),
     python_requires=">=3.10",
     install_requires=[],  # see requirements/requirements.txt; detectron2 is installed separately
+    extras_require={
+        # ONNX export and the onnxruntime predictor (tools/export_onnx.py, d2_common/export);
+        # `make install` installs them too (requirements/requirements.txt)
+        "export": ["onnx==1.23.2", "onnxruntime==1.32.0", "onnxscript==0.7.2"],
+    },
 )

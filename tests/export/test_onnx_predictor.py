@@ -1,4 +1,6 @@
 """ONNXPredictor gives the PyTorch predictors' outputs; batched inference equals single."""
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -124,3 +126,29 @@ def test_batch_predictor_errors(exported):
         BatchPredictor(ex.cfg, batch_size=0)(_images([(64, 64)]))
     with pytest.raises(FileNotFoundError, match="export_onnx"):
         ONNXPredictor("/nonexistent/model.onnx", ex.cfg)
+
+
+@pytest.mark.parametrize("family,text", [("segmenter", None), ("restr", "red circle")])
+def test_demo_onnx_equals_pytorch(family, text, exported, tmp_path):
+    import importlib.util
+
+    import cv2
+
+    from .conftest import FAMILIES, REPO
+
+    ex = exported(family)
+    spec = importlib.util.spec_from_file_location("restr_d2_demo_onnx", str(REPO / "demo/demo.py"))
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    image_path = str(tmp_path / "in.png")
+    cv2.imwrite(image_path, _images([(70, 90)])[0])
+    config_file, opts = FAMILIES[family]
+    common = ["--config-file", str(REPO / config_file), "--input", image_path] + (["--text", text] if text else [])
+    opts = ["--opts"] + [str(o) for o in opts] + ["MODEL.WEIGHTS", ex.cfg.MODEL.WEIGHTS]
+    (onnx_out, onnx_pred), = demo.main(common + ["--output", str(tmp_path / "onnx"), "--onnx", ex.path] + opts)
+    (torch_out, torch_pred), = demo.main(common + ["--output", str(tmp_path / "torch")] + opts)
+    assert os.path.isfile(onnx_out) and os.path.isfile(torch_out)
+    if text:
+        assert torch.allclose(onnx_pred["prob"], torch_pred["prob"], atol=TOL, rtol=0)
+    else:
+        assert torch.allclose(onnx_pred["sem_seg"], torch_pred["sem_seg"], atol=TOL, rtol=0)
