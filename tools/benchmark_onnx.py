@@ -151,6 +151,7 @@ def main(argv=None):
         if unknown:
             raise SystemExit(f"unknown --model {unknown}; choose from {list(MODELS)} or give --config-file")
         models = {m: MODELS[m] for m in args.model}
+    load_before = os.getloadavg()
     rows, exports = [], {}
     with tempfile.TemporaryDirectory() as workdir:
         for name, (config_file, opts, size) in models.items():
@@ -163,7 +164,8 @@ def main(argv=None):
         f"Command: `{command}`",
         f"CPU: {_cpu_name()} ({os.cpu_count()} cores), {args.threads} threads; torch {torch.__version__}, "
         f"onnxruntime {onnxruntime.__version__}; medians of {args.reps} interleaved repetitions; "
-        f"export times {', '.join(f'{k} {v:.0f} s' for k, v in exports.items())}",
+        f"export times {', '.join(f'{k} {v:.0f} s' for k, v in exports.items())}; load average "
+        f"{load_before[0]:.1f} before, {os.getloadavg()[0]:.1f} after",
         "",
         "| model | case | PyTorch | onnxruntime | onnxruntime speed-up |",
         "|---|---|---|---|---|",

@@ -46,7 +46,6 @@ def get_parser():
 
 def main(argv=None) -> int:
     args = get_parser().parse_args(argv)
-    import torch
     from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.modeling import build_model
     from detectron2.utils.logger import setup_logger
@@ -81,7 +80,6 @@ def main(argv=None) -> int:
     if not worst <= args.tolerance:
         print(f"ERROR: onnxruntime differs from PyTorch by {worst:.3g} > {args.tolerance:g}", file=sys.stderr)
         return 1
-    del torch
     return 0
 
 

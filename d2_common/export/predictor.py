@@ -7,7 +7,7 @@ import torch
 from detectron2.modeling import build_model
 
 from ..engine.batch_predictor import run_in_batches
-from .onnx_export import ort_runner, ort_session
+from .onnx_export import ort_runner, ort_session, require_export_packages
 from .registry import build_export_spec
 
 __all__ = ["ONNXPredictor"]
@@ -37,9 +37,14 @@ class ONNXPredictor:
     """
 
     def __init__(self, onnx_path: str, cfg, num_threads: Optional[int] = None, batch_size: int = 8):
+        require_export_packages()
+        import onnxruntime
+
         self.cfg = cfg.clone()
-        with torch.device("cpu"):
-            self.model = build_model(self.cfg).cpu().eval()
+        self.cfg.defrost()
+        self.cfg.MODEL.DEVICE = "cpu"  # onnxruntime's CPU provider: pre/post-processing on CPU too
+        self.cfg.freeze()
+        self.model = build_model(self.cfg).eval()
         self.spec = build_export_spec(self.model, self.cfg)
         self.session = ort_session(onnx_path, num_threads)
         self._run = ort_runner(self.session)
@@ -51,7 +56,7 @@ class ONNXPredictor:
                 f"needs {list(self.spec.input_names)}: export it again from this config"
             )
         logger.info("ONNXPredictor: %s (%s) in onnxruntime %s", onnx_path, self.cfg.MODEL.META_ARCHITECTURE,
-                    __import__("onnxruntime").__version__)
+                    onnxruntime.__version__)
 
     def _network(self, batched_inputs):
         return self.spec.run(self._run, batched_inputs)
