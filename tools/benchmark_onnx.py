@@ -44,7 +44,9 @@ def get_parser():
     p.add_argument("--image-size", type=int, nargs=2, default=(160, 224), metavar=("H", "W"),
                    help="size of the BGR images fed to the predictors (default 160 224)")
     p.add_argument("--batches", type=int, nargs="+", default=[1, 4, 8])
-    p.add_argument("--threads", type=int, default=2, help="torch and onnxruntime intra-op threads")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch and onnxruntime intra-op threads (default 1: on a machine whose cores other "
+                        "processes use, 2 OpenMP threads made PyTorch calls vary 13-390 ms)")
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--md", help="write the markdown table here")
@@ -94,7 +96,8 @@ def bench_model(name, config_file, opts, size, args, workdir):
     t = interleaved_timings({"pytorch": torch_net, "onnxruntime": lambda: session.run(None, feeds)},
                             args.reps, args.warmup)
     pt, ox = _median_ms(t["pytorch"]), _median_ms(t["onnxruntime"])
-    rows.append((name, f"network, batch 1, {size[0]}x{size[1]}", f"{pt:.1f} ms", f"{ox:.1f} ms", pt / ox))
+    what = "1 image x 2 sentences" if cfg.MODEL.META_ARCHITECTURE == "ReSTR" else "batch 1"
+    rows.append((name, f"network, {what}, {size[0]}x{size[1]}", f"{pt:.1f} ms", f"{ox:.1f} ms", pt / ox))
 
     rng = np.random.default_rng(0)
     h, w = args.image_size
