@@ -152,3 +152,15 @@ def test_demo_onnx_equals_pytorch(family, text, exported, tmp_path):
         assert torch.allclose(onnx_pred["prob"], torch_pred["prob"], atol=TOL, rtol=0)
     else:
         assert torch.allclose(onnx_pred["sem_seg"], torch_pred["sem_seg"], atol=TOL, rtol=0)
+
+
+def test_segmenter_whole_image_mode(exported):
+    # the same graph serves the "whole" test mode: any image size, padded to the patch size
+    ex = exported("segmenter")
+    cfg = ex.cfg.clone()
+    cfg.defrost()
+    cfg.MODEL.SEGMENTER.TEST.MODE = "whole"
+    cfg.freeze()
+    torch_predictor, onnx_predictor = DefaultPredictor(cfg), ONNXPredictor(ex.path, cfg)
+    for image in _images([(75, 101), (97, 50)], seed=5):
+        assert_same_predictions(onnx_predictor(image), torch_predictor(image), "segmenter whole")
