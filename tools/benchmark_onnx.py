@@ -91,7 +91,7 @@ def bench_model(name, config_file, opts, size, args, workdir):
 
     def torch_net():
         with torch.no_grad():
-            module(*inputs)
+            module(**dict(zip(spec.input_names, inputs)))
 
     t = interleaved_timings({"pytorch": torch_net, "onnxruntime": lambda: session.run(None, feeds)},
                             args.reps, args.warmup)

@@ -139,7 +139,7 @@ def compare_with_pytorch(
         torch.manual_seed(seed)
         inputs = spec.example_inputs(batch, height, width)
         with torch.no_grad():
-            expected = module(*inputs)
+            expected = module(**dict(zip(spec.input_names, inputs)))
         got = session.run(None, {n: x.numpy() for n, x in zip(spec.input_names, inputs)})
         diffs = {}
         for name, e, g in zip(spec.output_names, expected, got):

@@ -68,12 +68,12 @@ class ExportSpec:
             restore()
 
     def graph_module(self) -> nn.Module:
-        """An ``nn.Module`` whose ``forward(*inputs)`` (in ``input_names`` order) returns the
-        outputs (in ``output_names`` order)."""
+        """An ``nn.Module`` whose ``forward`` takes the inputs as keyword arguments named
+        ``input_names`` and returns the outputs in ``output_names`` order."""
         raise NotImplementedError
 
     def example_inputs(self, batch: int, height: int, width: int) -> Tuple[torch.Tensor, ...]:
-        """Random graph inputs of the given batch and spatial size."""
+        """Random graph inputs of the given batch and spatial size, in ``input_names`` order."""
         raise NotImplementedError
 
     def dynamic_shapes(self) -> Dict[str, Dict[int, object]]:

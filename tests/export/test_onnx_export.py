@@ -40,7 +40,7 @@ def test_restr_dynamic_sentence_count(exported):
         torch.manual_seed(batch)
         inputs = ex.spec.example_inputs(batch, 96, 64, sentences_per_image=sentences)
         with torch.no_grad():
-            (expected,) = module(*inputs)
+            (expected,) = module(**dict(zip(ex.spec.input_names, inputs)))
         (got,) = session.run(None, {n: x.numpy() for n, x in zip(ex.spec.input_names, inputs)})
         assert got.shape == tuple(expected.shape) and got.shape[:2] == (batch, sentences)
         assert np.abs(got - expected.numpy()).max() <= TOLERANCE
@@ -69,3 +69,25 @@ def test_wrong_size_and_batch_are_errors(exported):
         ex.spec.check_size(100, 64)
     with pytest.raises(ValueError, match="batch must be >= 2"):
         export_onnx(ex.spec, "/nonexistent/x.onnx", batch=1, height=64, width=64)
+
+
+@pytest.mark.slow
+def test_restr_hf_text_encoder_export(tmp_path):
+    """ReSTR with the pretrained MiniLM encoder: the graph takes input_ids, token_type_ids and
+    attention_mask (the pad positions of the batch differ), onnxruntime equals PyTorch."""
+    from detectron2.modeling import build_model
+
+    from d2_common.export import build_export_spec
+    from d2_common.export.onnx_export import export_onnx
+    from train_net import load_config
+
+    from .conftest import REPO
+
+    cfg = load_config(str(REPO / "configs/shapes/restr_shapes_minilm.yaml"),
+                      ["MODEL.VIT.DEPTH", 1, "MODEL.VIT.IMAGE_SIZE", [64, 64], "INPUT.IMAGE_SIZE", 64])
+    torch.manual_seed(0)
+    spec = build_export_spec(build_model(cfg).eval(), cfg)
+    assert "attention_mask" in spec.input_names
+    path = export_onnx(spec, str(tmp_path / "restr_minilm.onnx"), height=64, width=64)
+    diffs = compare_with_pytorch(spec, ort_session(path), CHECK_SIZES)
+    assert max(v for d in diffs for v in d.values()) <= TOLERANCE, diffs
