@@ -87,7 +87,7 @@ class MaskFormerExportSpec(ExportSpec):
                            3: m * Dim("width_blocks", min=1, max=1024)}}
 
     def dynamic_axes_description(self):
-        return {"images": ("batch", f"3", f"height ({self.size_multiple}*k)", f"width ({self.size_multiple}*k)")}
+        return {"images": ("batch", "3", f"height ({self.size_multiple}*k)", f"width ({self.size_multiple}*k)")}
 
     def run(self, ort_run: OrtRun, batched_inputs: List[Dict]) -> List[Dict]:
         images = self.model.preprocess_images(batched_inputs)

@@ -123,7 +123,9 @@ class SegmenterExportSpec(ExportSpec):
 # ---------------------------------------------------------------------------------------- ReSTR
 class _ReSTRGraph(nn.Module):
     """(B, 3, H, W) images, token tensors (B, K, T) -> (B, K, H', W') pixel logits: each image's
-    ViT features are shared by its K sentences (ReSTR.predict with one image, batched)."""
+    ViT features are shared by its K sentences. ``ReSTR.predict``'s steps, written out because
+    its "one image or one image per sentence" check is a Python branch on the batch sizes that
+    a graph with independent dynamic B and K cannot hold (K sentences per image covers both)."""
 
     def __init__(self, model: nn.Module, token_names: Tuple[str, ...]):
         super().__init__()
@@ -160,7 +162,6 @@ class ReSTRExportSpec(ExportSpec):
                 f"ONNX export of ReSTR supports token tensors {_TOKEN_INPUTS} (input_ids required); "
                 f"{type(model.encoder_l).__name__}.tokenize gives {self.token_names}"
             )
-        self.token_dtypes = {k: v.dtype for k, v in probe.items()}
         self.num_tokens = int(next(iter(probe.values())).shape[1])
         self.input_names = ("images",) + self.token_names
 
