@@ -6,6 +6,7 @@
     python demo/demo.py --config-file configs/shapes/restr_shapes.yaml --input img.jpg \\
         --text "the red circle" --output out/ --opts MODEL.WEIGHTS model.pth
     python demo/demo.py --config-file ... --video-input clip.mp4 --output out.mp4
+    python demo/demo.py --config-file CFG --onnx model.onnx --input img.jpg --output out/   # onnxruntime
 
 ``--input`` takes files, glob patterns and folders. Each image is written as
 ``<output>/<stem>.png`` (``--output`` may also be one ``.png``/``.jpg`` file for one image);
@@ -70,6 +71,11 @@ def get_parser():
         "--task", choices=TASKS, default="auto",
         help="which output to draw when the model gives several (auto: panoptic if present, "
              "else semantic + instances)",
+    )
+    parser.add_argument(
+        "--onnx", metavar="MODEL.onnx", default=None,
+        help="run the network from this ONNX graph (tools/export_onnx.py of the same config) in "
+             "onnxruntime instead of PyTorch; MODEL.WEIGHTS is then not read",
     )
     parser.add_argument(
         "--opts", default=[], nargs=argparse.REMAINDER,
@@ -210,7 +216,8 @@ def main(argv=None):
         )
     if is_referring_config(cfg) and not args.text:
         raise ValueError(f"{cfg.MODEL.META_ARCHITECTURE} is a referring model: give the sentence with --text")
-    demo = VisualizationDemo(cfg, confidence_threshold=args.confidence_threshold, task=args.task)
+    demo = VisualizationDemo(cfg, confidence_threshold=args.confidence_threshold, task=args.task,
+                             onnx_path=args.onnx)
     if args.video_input:
         return run_video(demo, args)
     return run_images(demo, args, image_reader_kwargs(cfg))

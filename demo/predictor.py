@@ -97,9 +97,12 @@ class VisualizationDemo:
             "instance", or "auto" (panoptic if present, else semantic and instances together,
             like the official Mask2Former demo).
         instance_mode (ColorMode): colouring of the Visualizer.
+        onnx_path (str): run the network from this ONNX graph in onnxruntime
+            (``d2_common.export.ONNXPredictor``, same outputs) instead of PyTorch.
     """
 
-    def __init__(self, cfg, *, confidence_threshold=0.5, task="auto", instance_mode=ColorMode.IMAGE):
+    def __init__(self, cfg, *, confidence_threshold=0.5, task="auto", instance_mode=ColorMode.IMAGE,
+                 onnx_path=None):
         if task not in TASKS:
             raise ValueError(f"Unknown task {task!r}; choose one of {TASKS}")
         self.cfg = cfg
@@ -109,7 +112,12 @@ class VisualizationDemo:
         self.metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0] if len(cfg.DATASETS.TEST) else "__unused")
         self.instance_metadata = instance_label_metadata(self.metadata, cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES)
         self.referring = is_referring_config(cfg)
-        if self.referring:
+        if onnx_path:
+            from d2_common.export.predictor import ONNXPredictor
+
+            logger.info(f"network in onnxruntime from {onnx_path} (--onnx)")
+            self.predictor = ONNXPredictor(onnx_path, cfg)
+        elif self.referring:
             self.predictor = _referring_predictor_class()(cfg)
         else:
             self.predictor = DefaultPredictor(cfg)

@@ -45,6 +45,10 @@ class ReferringPredictor:
                                  policy="complete" if weights_strict_from_cfg(cfg) else "lenient")
         else:
             logger.warning("ReferringPredictor: MODEL.WEIGHTS is empty, using random weights")
+        self._setup_preprocessing(cfg)
+
+    def _setup_preprocessing(self, cfg) -> None:
+        """Pre/post-processing settings (shared with the ONNX predictor, which has no model)."""
         self.input_format = cfg.INPUT.FORMAT
         if self.input_format not in ("RGB", "BGR"):
             raise ValueError(f"INPUT.FORMAT must be RGB or BGR, got {self.input_format!r}")
@@ -100,6 +104,14 @@ class ReferringPredictor:
     def __call__(
         self, image_bgr: np.ndarray, sentences: Union[str, Sequence[str]]
     ) -> Union[Dict, List[Dict]]:
+        inputs = self.make_inputs(image_bgr, sentences)
+        with torch.no_grad():
+            outputs = self.model(inputs)
+        return self.format_outputs(outputs, sentences)
+
+    def make_inputs(self, image_bgr: np.ndarray, sentences: Union[str, Sequence[str]]) -> List[Dict]:
+        """The model's batched inputs: one dict per sentence, all holding the same image tensor
+        (so the model runs the vision encoder once)."""
         single = isinstance(sentences, str)
         if not single and not (isinstance(sentences, (list, tuple))
                                and all(isinstance(s, str) for s in sentences)):
@@ -111,9 +123,10 @@ class ReferringPredictor:
         if not sentence_list:
             raise ValueError("no sentence given: pass a str or a non-empty list of str")
         base = self._preprocess(image_bgr)
-        inputs = [dict(base, sentence=s) for s in sentence_list]
-        with torch.no_grad():
-            outputs = self.model(inputs)
+        return [dict(base, sentence=s) for s in sentence_list]
+
+    def format_outputs(self, outputs: List[Dict], sentences: Union[str, Sequence[str]]) -> Union[Dict, List[Dict]]:
+        """Model outputs (``ref_seg``, ``ref_score``) -> ``{"mask", "prob", "score"}`` per sentence."""
         results = [
             {
                 "mask": o["ref_seg"] > self.mask_threshold,
@@ -122,4 +135,4 @@ class ReferringPredictor:
             }
             for o in outputs
         ]
-        return results[0] if single else results
+        return results[0] if isinstance(sentences, str) else results
