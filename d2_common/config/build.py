@@ -60,17 +60,23 @@ def _all_path_keys(families: Iterable[Type[ConfigFamily]]) -> List[str]:
     return sorted({k for f in families for k in f.path_keys})
 
 
+_ASSEMBLED: Dict[tuple, "ProjectCfgNode"] = {}  # (family, families) -> template; handed out as clones
+
+
 def assemble_config(family: Optional[Type[ConfigFamily]],
                     families: Optional[Sequence[Type[ConfigFamily]]] = None) -> "ProjectCfgNode":
     """``family``'s defaults plus the keys of every family in ``families`` (any order: they are
     added in name order), as a :class:`ProjectCfgNode` owned by ``family`` (``None``: no family,
     detectron2's and the engine's defaults for shared keys)."""
-    families = sorted(registered_families() if families is None else families, key=lambda f: f.name())
-    cfg = _family_defaults(family)
-    for other in families:
-        if other is not family:
-            _add_missing(cfg, _family_defaults(other))
-    out = ProjectCfgNode(cfg)
+    families = tuple(sorted(registered_families() if families is None else families, key=lambda f: f.name()))
+    key = (family, families)
+    if key not in _ASSEMBLED:
+        cfg = _family_defaults(family)
+        for other in families:
+            if other is not family:
+                _add_missing(cfg, _family_defaults(other))
+        _ASSEMBLED[key] = ProjectCfgNode(cfg)
+    out = _ASSEMBLED[key].clone()
     out.__dict__[_FAMILY] = family.name() if family is not None else ""
     return out
 

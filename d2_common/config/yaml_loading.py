@@ -16,6 +16,7 @@ resolve against the YAML file that sets them, not the current directory: see
 :func:`resolve_relative_path`.
 """
 import ast
+import copy
 import os
 from typing import Any, Callable, Dict, Iterable, Optional
 
@@ -141,7 +142,24 @@ _SafeConfigLoader.add_constructor(_EVAL_TAG, _construct_eval)
 _SafeConfigLoader.add_constructor(None, _refuse_tag)  # every tag a safe loader does not know
 
 
+# parsed files by (real path, modification time, size): a config is read several times while it
+# is built (family detection, key checks, merge); the pure-Python YAML parser is the slow part
+_PARSED: Dict[tuple, Any] = {}
+
+
 def _read_yaml(path: str) -> Any:
+    if "://" in path:
+        return _parse_yaml(path)
+    st = os.stat(path)
+    key = (os.path.realpath(path), st.st_mtime_ns, st.st_size)
+    if key not in _PARSED:
+        if len(_PARSED) > 1024:
+            _PARSED.clear()
+        _PARSED[key] = _parse_yaml(path)
+    return copy.deepcopy(_PARSED[key])
+
+
+def _parse_yaml(path: str) -> Any:
     with PathManager.open(path, "r") as f:
         text = f.read()
     loader = _SafeConfigLoader(text)
