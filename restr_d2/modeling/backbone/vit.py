@@ -137,6 +137,9 @@ class VisionTransformer(nn.Module):
         self.num_heads = int(num_heads)
         self.distilled = bool(distilled)
         self.num_extra_tokens = 2 if self.distilled else 1
+        if pos_embed_interp not in ("bilinear", "bicubic", "bicubic_antialias"):
+            raise ValueError(f"pos_embed_interp must be 'bilinear', 'bicubic' or 'bicubic_antialias' "
+                             f"(MODEL.VIT.POS_EMBED_INTERP), got {pos_embed_interp!r}")
         self.pos_embed_interp = pos_embed_interp
         self.attn_impl = attn_impl
         # --- DINOv2 family (issue 18) ---
