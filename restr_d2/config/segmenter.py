@@ -48,6 +48,8 @@ def add_vit_config(cfg: CN) -> None:
     set_default(vit, "POS_EMBED_GRID", [])
     # Mask2Former on a plain ViT (D2ViTSimpleFeaturePyramid): output channels of each level
     set_default(vit, "SFP_OUT_CHANNELS", 256)
+    # its levels (strides 4, 8, 16, 32), named as the ResNet stages the pixel decoders expect
+    set_default(vit, "SFP_OUT_FEATURES", ["res2", "res3", "res4", "res5"])
     # MODEL.COMPILE / MODEL.CHANNELS_LAST (off; d2_common/acceleration.py)
     add_acceleration_config(cfg)
 

@@ -4,7 +4,6 @@ import importlib.util
 
 import numpy as np
 import pytest
-import torch
 
 from restr_d2.modeling.language.word_vectors import load_word_index, load_word_vectors
 from restr_d2.pypkg import resolve_pypkg_path

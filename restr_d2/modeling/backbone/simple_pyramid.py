@@ -99,7 +99,7 @@ class D2ViTSimpleFeaturePyramid(Backbone):
         if vit.patch_size != _BASE_STRIDE:
             logger.info(f"D2ViTSimpleFeaturePyramid: the patch-{vit.patch_size} token map is resized (bilinear) to "
                         f"the stride-{_BASE_STRIDE} grid before the pyramid")
-        return dict(vit=vit, out_channels=cfg.MODEL.VIT.SFP_OUT_CHANNELS, out_features=cfg.MODEL.RESNETS.OUT_FEATURES)
+        return dict(vit=vit, out_channels=cfg.MODEL.VIT.SFP_OUT_CHANNELS, out_features=cfg.MODEL.VIT.SFP_OUT_FEATURES)
 
     @property
     def size_divisibility(self) -> int:
