@@ -19,6 +19,6 @@ class ReSTRConfig(ConfigFamily):
     meta_architectures = ("ReSTR",)
     # resolved relative to the YAML that sets them (then the folders above it)
     path_keys = ("MODEL.RESTR.LANGUAGE.VOCAB_FILE", "MODEL.RESTR.LANGUAGE.EMBEDDING_FILE",
-                 "MODEL.RESTR.LANGUAGE.HF_PATH")
+                 "MODEL.RESTR.LANGUAGE.EMBEDDING_WORDS", "MODEL.RESTR.LANGUAGE.HF_PATH")
     checkpoint_key_prefixes = ("encoder_v.", "encoder_l.", "fusion_module.", "decoder.")
     add_config = staticmethod(add_restr_config)

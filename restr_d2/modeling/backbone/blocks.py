@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-__all__ = ["DropPath", "PatchEmbed", "Attention", "Mlp", "Block", "ATTN_IMPLS"]
+__all__ = ["DropPath", "PatchEmbed", "Attention", "Mlp", "LayerScale", "Block", "ATTN_IMPLS"]
 
 # "sdpa_math" (default): scaled_dot_product_attention restricted to its math kernel; with the
 #     query pre-scaled by head_dim^-0.5 (a power of two for head_dim 64, so exact) it reproduces
@@ -125,10 +125,27 @@ class Mlp(nn.Module):
         return self.drop(self.fc2(x))
 
 
+# --- DINOv2 family (issue 18): LayerScale ---------------------------------------------------
+class LayerScale(nn.Module):
+    """Per-channel scale of a residual branch (CaiT / DINOv2): ``x * gamma``, gamma (D,)
+    initialised to ``init_value``. Parameter name ``gamma`` as in DINOv2 and timm."""
+
+    def __init__(self, dim: int, init_value: float):
+        super().__init__()
+        self.gamma = nn.Parameter(torch.full((dim,), float(init_value)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gamma
+
+
+# ---------------------------------------------------------------------------------------------
 class Block(nn.Module):
     """Pre-norm block: ``x + attn(LN1(x))`` then ``x + mlp(LN2(x))``. (B, N, D) -> (B, N, D).
 
     LayerNorm eps is 1e-5 (``nn.LayerNorm`` default) as in the official code, not timm's 1e-6.
+    With ``layer_scale_init > 0`` (DINOv2) each branch is scaled by a ``LayerScale`` (``ls1``,
+    ``ls2``) before the residual add; 0 (default) creates no such module, so the state dict is
+    the official Segmenter one.
     """
 
     def __init__(
@@ -140,6 +157,7 @@ class Block(nn.Module):
         drop_path: float = 0.0,
         attn_impl: str = "sdpa_math",
         norm_eps: float = 1e-5,
+        layer_scale_init: float = 0.0,
     ):
         super().__init__()
         # registration order norm1, norm2, attn, mlp = official state-dict key order
@@ -148,10 +166,15 @@ class Block(nn.Module):
         self.attn = Attention(dim, num_heads, dropout, attn_impl=attn_impl)
         self.mlp = Mlp(dim, mlp_dim, dropout)
         self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+        if layer_scale_init < 0:
+            raise ValueError(f"layer_scale_init must be >= 0 (0 = no LayerScale), got {layer_scale_init}")
+        # DINOv2 LayerScale, registered last so that the keys of a model without it do not move
+        self.ls1 = LayerScale(dim, layer_scale_init) if layer_scale_init > 0 else nn.Identity()
+        self.ls2 = LayerScale(dim, layer_scale_init) if layer_scale_init > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop_path(self.attn(self.norm1(x)))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+        x = x + self.drop_path(self.ls1(self.attn(self.norm1(x))))
+        return x + self.drop_path(self.ls2(self.mlp(self.norm2(x))))
 
     def attention_map(self, x: torch.Tensor) -> torch.Tensor:
         """(B, heads, N, N) softmax attention of this block for input ``x``."""

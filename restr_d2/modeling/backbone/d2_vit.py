@@ -34,6 +34,11 @@ def vit_kwargs_from_config(cfg) -> Dict:
         distilled=v.DISTILLED,
         attn_impl=v.ATTN_IMPL,
         pos_embed_interp=v.POS_EMBED_INTERP,
+        # DINOv2 family (issue 18); defaults = today's ViT
+        layer_scale_init=v.LAYER_SCALE_INIT,
+        norm_eps=v.NORM_EPS,
+        num_register_tokens=v.NUM_REGISTER_TOKENS,
+        pos_embed_grid=tuple(v.POS_EMBED_GRID) or None,
     )
 
 

@@ -24,7 +24,9 @@ def resize_pos_embed(
         new_grid: (gh_new, gw_new).
         num_extra_tokens: T, 1 for CLS, 2 for CLS + DIST.
         mode: "bilinear" (official Segmenter, and timm 0.4.12 which Segmenter pins) or
-            "bicubic" (timm 0.6, which ReSTR pins). Always align_corners=False, no antialias.
+            "bicubic" (timm 0.6, which ReSTR pins; DINOv2). Always align_corners=False, no
+            antialias, except for "bicubic_antialias" (DINOv2 register models as released and
+            in Hugging Face, and timm >= 0.9: antialiased bicubic).
 
     Returns:
         (1, T + gh_new * gw_new, D).
@@ -42,6 +44,8 @@ def resize_pos_embed(
         )
     gh, gw = new_grid
     grid = grid.reshape(1, gh_old, gw_old, -1).permute(0, 3, 1, 2)
-    grid = F.interpolate(grid, size=(gh, gw), mode=mode, align_corners=False)
+    antialias = mode.endswith("_antialias")
+    grid = F.interpolate(grid, size=(gh, gw), mode=mode[: -len("_antialias")] if antialias else mode,
+                         align_corners=False, antialias=antialias)
     grid = grid.permute(0, 2, 3, 1).reshape(1, gh * gw, -1)
     return torch.cat([extra, grid], dim=1)

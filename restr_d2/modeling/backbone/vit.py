@@ -7,7 +7,7 @@ ReSTR checkpoint load with ``strict=True`` after stripping the prefix. See docs/
 ("Plain ViT").
 """
 import math
-from typing import Dict, Sequence, Tuple, Union
+from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -99,6 +99,11 @@ class VisionTransformer(nn.Module):
         in_chans: int = 3,
         attn_impl: str = "sdpa_math",
         pos_embed_interp: str = "bilinear",
+        # --- DINOv2 family (issue 18); the defaults build today's Segmenter ViT ---
+        layer_scale_init: float = 0.0,
+        norm_eps: float = 1e-5,
+        num_register_tokens: int = 0,
+        pos_embed_grid: Optional[Sequence[int]] = None,
     ):
         """
         Args:
@@ -113,6 +118,15 @@ class VisionTransformer(nn.Module):
             distilled: DeiT distillation token (``dist_token``, ``head_dist``).
             attn_impl: "sdpa" (scaled_dot_product_attention) or "math" (explicit softmax).
             pos_embed_interp: interpolation used for grids other than the training grid.
+            layer_scale_init: > 0 adds DINOv2 LayerScale modules (``blocks.N.ls1.gamma``,
+                ``ls2.gamma``) initialised to this value; 0 (default) adds none.
+            norm_eps: eps of every LayerNorm (1e-5, the official Segmenter; DINOv2: 1e-6).
+            num_register_tokens: DINOv2 register tokens (``register_tokens``, (1, R, D)),
+                inserted after CLS *after* the position embedding is added (they have none).
+            pos_embed_grid: (gh, gw) grid ``pos_embed`` is stored on, e.g. (37, 37) for a
+                DINOv2 checkpoint (518 / 14) kept as released. None (default): the grid of
+                ``image_size``, resized only when the token count differs (official Segmenter);
+                given: resized whenever the input grid differs from it (DINOv2 rule).
         """
         super().__init__()
         if isinstance(image_size, int):
@@ -123,6 +137,9 @@ class VisionTransformer(nn.Module):
         self.num_heads = int(num_heads)
         self.distilled = bool(distilled)
         self.num_extra_tokens = 2 if self.distilled else 1
+        if pos_embed_interp not in ("bilinear", "bicubic", "bicubic_antialias"):
+            raise ValueError(f"pos_embed_interp must be 'bilinear', 'bicubic' or 'bicubic_antialias' "
+                             f"(MODEL.VIT.POS_EMBED_INTERP), got {pos_embed_interp!r}")
         self.pos_embed_interp = pos_embed_interp
         self.attn_impl = attn_impl
         # False (default): the official rule, no resize when the token count equals the
@@ -130,6 +147,22 @@ class VisionTransformer(nn.Module):
         # grid itself); a traced/exported graph cannot keep the Python branch of the official
         # rule for a dynamic input size. Set explicitly by the ONNX export (restr_d2/export.py).
         self.always_resize_pos_embed = False
+        # --- DINOv2 family (issue 18) ---
+        self.num_register_tokens = int(num_register_tokens)
+        if self.num_register_tokens < 0:
+            raise ValueError(f"num_register_tokens must be >= 0, got {num_register_tokens}")
+        # tokens that carry a position embedding (CLS, DIST); registers come after them
+        self.num_pos_prefix_tokens = self.num_extra_tokens
+        # tokens before the patch tokens in the output of forward_features
+        self.num_extra_tokens += self.num_register_tokens
+        self.pos_embed_grid_explicit = pos_embed_grid is not None and len(pos_embed_grid) > 0
+        if self.pos_embed_grid_explicit:
+            if len(pos_embed_grid) != 2 or min(int(g) for g in pos_embed_grid) <= 0:
+                raise ValueError(f"pos_embed_grid must be two positive ints (gh, gw), got {pos_embed_grid}")
+            pos_grid = (int(pos_embed_grid[0]), int(pos_embed_grid[1]))
+        else:
+            pos_grid = (image_size[0] // self.patch_size, image_size[1] // self.patch_size)
+        self._pos_embed_grid = pos_grid
 
         # Registration order reproduces the official state-dict order: own parameters
         # (cls_token, dist_token, pos_embed) first, then patch_embed, head_dist, blocks, norm, head.
@@ -140,8 +173,10 @@ class VisionTransformer(nn.Module):
         # randn before the trunc-normal re-init, as the official code: keeps the RNG stream, so
         # torch.manual_seed(s) gives the official initial weights bit for bit
         self.pos_embed = nn.Parameter(
-            torch.randn(1, self.patch_embed.num_patches + self.num_extra_tokens, embed_dim)
+            torch.randn(1, pos_grid[0] * pos_grid[1] + self.num_pos_prefix_tokens, embed_dim)
         )
+        if self.num_register_tokens:  # DINOv2 registers (issue 18)
+            self.register_tokens = nn.Parameter(torch.zeros(1, self.num_register_tokens, embed_dim))
         if self.distilled:
             self.head_dist = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
         self.dropout = nn.Dropout(dropout)
@@ -149,11 +184,12 @@ class VisionTransformer(nn.Module):
         mlp_dim = int(mlp_ratio * embed_dim)
         self.blocks = nn.ModuleList(
             [
-                Block(embed_dim, num_heads, mlp_dim, dropout, dpr[i], attn_impl=attn_impl)
+                Block(embed_dim, num_heads, mlp_dim, dropout, dpr[i], attn_impl=attn_impl,
+                      norm_eps=norm_eps, layer_scale_init=layer_scale_init)
                 for i in range(depth)
             ]
         )
-        self.norm = nn.LayerNorm(embed_dim)
+        self.norm = nn.LayerNorm(embed_dim, eps=norm_eps)
         self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
         self.reset_parameters()
 
@@ -162,6 +198,8 @@ class VisionTransformer(nn.Module):
         trunc_normal_(self.cls_token, std=0.02)
         if self.distilled:
             trunc_normal_(self.dist_token, std=0.02)
+        if self.num_register_tokens:
+            trunc_normal_(self.register_tokens, std=0.02)
         self.apply(init_weights_official)
 
     @property
@@ -170,25 +208,29 @@ class VisionTransformer(nn.Module):
 
     @property
     def grid_size(self) -> Tuple[int, int]:
-        """Patch grid of the training size, on which ``pos_embed`` is defined."""
-        return self.patch_embed.grid_size
+        """Patch grid on which ``pos_embed`` is defined: the training size's, or
+        ``pos_embed_grid`` when given (DINOv2 checkpoints: 37 x 37)."""
+        return self._pos_embed_grid
 
     @torch.jit.ignore
     def no_weight_decay(self):
-        return {"pos_embed", "cls_token", "dist_token"}
+        return {"pos_embed", "cls_token", "dist_token", "register_tokens"}
 
     def pos_embed_for_grid(self, grid: Tuple[int, int]) -> torch.Tensor:
         """(1, T + gh * gw, D) position embedding for a (gh, gw) patch grid."""
         if self.always_resize_pos_embed:
-            return resize_pos_embed(
-                self.pos_embed, self.grid_size, grid, self.num_extra_tokens, mode=self.pos_embed_interp
-            )
-        num_tokens = self.num_extra_tokens + grid[0] * grid[1]
-        if num_tokens == self.pos_embed.shape[1]:
-            # Official quirk: same token count -> no resize, even for another grid shape.
-            return self.pos_embed
+            pass  # export: resize to every grid (the identity on the stored grid), no Python branch
+        elif self.pos_embed_grid_explicit:
+            # DINOv2 rule (issue 18): resize whenever the grid differs from the stored one
+            if tuple(grid) == tuple(self.grid_size):
+                return self.pos_embed
+        else:
+            num_tokens = self.num_pos_prefix_tokens + grid[0] * grid[1]
+            if num_tokens == self.pos_embed.shape[1]:
+                # Official quirk: same token count -> no resize, even for another grid shape.
+                return self.pos_embed
         return resize_pos_embed(
-            self.pos_embed, self.grid_size, grid, self.num_extra_tokens, mode=self.pos_embed_interp
+            self.pos_embed, self.grid_size, grid, self.num_pos_prefix_tokens, mode=self.pos_embed_interp
         )
 
     def _check_input(self, x: torch.Tensor) -> Tuple[int, int]:
@@ -205,7 +247,8 @@ class VisionTransformer(nn.Module):
         return H // P, W // P
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) -> (B, T + N, D) tokens with position embedding, before the blocks."""
+        """(B, 3, H, W) -> (B, T + N, D) tokens with position embedding, before the blocks
+        (T = CLS [+ DIST] [+ registers])."""
         grid = self._check_input(x)
         B = x.shape[0]
         x = self.patch_embed(x)
@@ -214,6 +257,10 @@ class VisionTransformer(nn.Module):
             extra.append(self.dist_token.expand(B, -1, -1))
         x = torch.cat(extra + [x], dim=1)
         x = x + self.pos_embed_for_grid(grid)
+        if self.num_register_tokens:
+            # DINOv2: registers go after CLS (and DIST), after the position embedding
+            p = self.num_pos_prefix_tokens
+            x = torch.cat([x[:, :p], self.register_tokens.expand(B, -1, -1), x[:, p:]], dim=1)
         return self.dropout(x)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:

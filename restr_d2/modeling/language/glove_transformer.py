@@ -100,7 +100,8 @@ class GloVeTransformerEncoder(nn.Module):
     def from_config(cls, cfg, d_model: int):
         lang = cfg.MODEL.RESTR.LANGUAGE
         if lang.EMBEDDING_FILE:
-            vocab, vectors = load_word_vectors(lang.EMBEDDING_FILE, lang.VOCAB_FILE or None)
+            vocab, vectors = load_word_vectors(lang.EMBEDDING_FILE, lang.VOCAB_FILE or None,
+                                               lang.EMBEDDING_WORDS or None)
             vectors = torch.from_numpy(np.ascontiguousarray(vectors))
             logger.info(
                 f"GloVe embedding: {vectors.shape[0]} words x {vectors.shape[1]} from "

@@ -263,10 +263,21 @@ def decoder_num_upsample(cfg) -> int:
     patch = int(cfg.MODEL.VIT.PATCH_SIZE)
     exact = patch.bit_length() - 1
     if 2 ** exact != patch:
-        raise ValueError(
-            f"ReSTR's coarse-to-fine decoder upsamples by 2 per block, so MODEL.VIT.PATCH_SIZE "
-            f"must be a power of two; got {patch}"
-        )
+        if not cfg.MODEL.RESTR.DECODER.RESIZE_TO_INPUT:
+            raise ValueError(
+                f"ReSTR's coarse-to-fine decoder upsamples by 2 per block, so MODEL.VIT.PATCH_SIZE "
+                f"must be a power of two; got {patch}. For a patch such as DINOv2's 14, set "
+                "MODEL.RESTR.DECODER.RESIZE_TO_INPUT True (upsample past the input size, then resize)"
+            )
+        # DINOv2 patch 14 (issue 18): 2^ceil(log2 P) x, then ReSTR.predict resizes to the input
+        exact += 1
+        n = int(cfg.MODEL.RESTR.DECODER.NUM_UPSAMPLE)
+        if n not in (0, exact):
+            raise ValueError(f"MODEL.RESTR.DECODER.NUM_UPSAMPLE={n}: with PATCH_SIZE {patch} and RESIZE_TO_INPUT "
+                             f"it must be 0 or {exact} (the first 2^n above the patch size)")
+        logger.info(f"ReSTR decoder: {exact} upsampling blocks ({2 ** exact}x) for patch {patch}, pixel logits "
+                    "resized to the input size (MODEL.RESTR.DECODER.RESIZE_TO_INPUT)")
+        return exact
     n = int(cfg.MODEL.RESTR.DECODER.NUM_UPSAMPLE)
     if n == 0:
         return exact

@@ -9,6 +9,7 @@ import logging
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
+import torch.nn.functional as F
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.structures import ImageList
@@ -69,6 +70,7 @@ class ReSTR(nn.Module):
         pad_layout: str = "bottom_right",
         acceleration: Optional[Acceleration] = None,
         weights_strict: bool = True,
+        resize_pixel_logits: bool = False,
     ):
         """
         Args:
@@ -83,6 +85,8 @@ class ReSTR(nn.Module):
                 the whole model (``d2_common.checkpoint_policy``); False: load what fits, with a warning.
             acceleration: optional ``torch.compile`` / channels-last of submodules (default: the
                 vision encoder), applied last; the state dict is unchanged.
+            resize_pixel_logits: resize the decoder's pixel logits to the input size (bilinear,
+                align_corners=False) when they differ: patch sizes that are not a power of two.
         """
         super().__init__()
         if pad_layout not in PAD_LAYOUTS:
@@ -94,6 +98,7 @@ class ReSTR(nn.Module):
         self.patch_size = encoder_v.patch_size
         self.mask_threshold = float(mask_threshold)
         self.pad_layout = pad_layout
+        self.resize_pixel_logits = bool(resize_pixel_logits)
         # non-persistent: official checkpoints have no such keys
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
@@ -134,6 +139,7 @@ class ReSTR(nn.Module):
             pad_layout=r.TEST.PAD_LAYOUT,
             acceleration=Acceleration.from_config(cfg),
             weights_strict=weights_strict_from_cfg(cfg),
+            resize_pixel_logits=bool(r.DECODER.RESIZE_TO_INPUT and r.DECODER.ENABLED),
         )
 
     @property
@@ -172,6 +178,9 @@ class ReSTR(nn.Module):
             feats = feats.expand(num_sentences, -1, -1)
         grid = (images.shape[-2] // self.patch_size, images.shape[-1] // self.patch_size)
         out = self.fusion_module(feats[:, self.encoder_v.num_extra_tokens :], grid, lang)
+        if self.resize_pixel_logits and tuple(out["pixel_logits"].shape[-2:]) != tuple(images.shape[-2:]):
+            out["pixel_logits"] = F.interpolate(out["pixel_logits"], size=tuple(images.shape[-2:]), mode="bilinear",
+                                                align_corners=False)
         out["vision_features"] = feats
         out["language_features"] = lang.features
         return out
