@@ -3,6 +3,7 @@
 Importing this package registers its backbones, heads, pixel decoders, transformer decoders,
 meta-architecture and datasets with detectron2.
 """
-from . import data  # noqa: F401  (registers datasets)
+from . import data  # noqa: F401  (registers datasets and mappers)
+from . import evaluation  # noqa: F401  (registers evaluators)
 from . import modeling  # noqa: F401  (registers models)
 from .config import add_maskformer2_config, add_mask_former_config  # noqa: F401

@@ -2,6 +2,7 @@
 
 Importing this package registers its backbone, heads, meta-architectures and datasets.
 """
-from . import data  # noqa: F401  (registers datasets)
+from . import data  # noqa: F401  (registers datasets and mappers)
+from . import evaluation  # noqa: F401  (registers evaluators)
 from . import modeling  # noqa: F401  (registers models)
 from .config import add_restr_config, add_segmenter_config, add_vit_config  # noqa: F401

@@ -10,7 +10,6 @@ from torch.nn.parallel import DistributedDataParallel
 
 from detectron2.data import (
     DatasetMapper,
-    MetadataCatalog,
     build_detection_test_loader,
     build_detection_train_loader,
 )
@@ -25,7 +24,7 @@ from ..validation import BadRecordSummaryHook, checked_train_dataset_dicts, wrap
 from ..resume.trainer import ResilientTrainerMixin
 from .evaluators import build_evaluators
 from .lr_scheduler import build_lr_scheduler
-from .mapper_registry import build_dataset_mapper
+from .mapper_registry import build_dataset_mapper, build_test_mapper
 from .optimizer import build_optimizer
 from .tta import SemanticSegmentorWithTTA
 
@@ -46,26 +45,11 @@ logger = logging.getLogger(__name__)
 
 
 class CPUAutocastTrainer(SimpleTrainer):
-    """``SimpleTrainer`` whose forward runs under ``torch.autocast("cpu", torch.bfloat16)``."""
+    """The training loop of ``SOLVER.AMP.CPU_BF16``: ``Trainer.run_step`` (the resume mixin's)
+    runs its forward under ``torch.autocast("cpu", autocast_dtype)``; it is used only inside
+    :class:`Trainer`, whose ``run_step`` drives every loop."""
 
     autocast_dtype = torch.bfloat16  # read by ResilientTrainerMixin.run_step
-
-    def run_step(self):
-        assert self.model.training, "[CPUAutocastTrainer] model was changed to eval mode!"
-        import time
-
-        start = time.perf_counter()
-        data = next(self._data_loader_iter)
-        data_time = time.perf_counter() - start
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            loss_dict = self.model(data)
-            losses = loss_dict if isinstance(loss_dict, torch.Tensor) else sum(loss_dict.values())
-        if isinstance(loss_dict, torch.Tensor):
-            loss_dict = {"total_loss": loss_dict}
-        self.optimizer.zero_grad()
-        losses.backward()
-        self._write_metrics(loss_dict, data_time)
-        self.optimizer.step()
 
 
 class Trainer(ResilientTrainerMixin, DefaultTrainer):
@@ -145,10 +129,8 @@ class Trainer(ResilientTrainerMixin, DefaultTrainer):
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
-        mapper = None
-        if MetadataCatalog.get(dataset_name).get("evaluator_type", None) == "referring":
-            mapper = build_dataset_mapper(cfg, False)  # sentences and resize-and-pad
-        return build_detection_test_loader(cfg, dataset_name, mapper=mapper)
+        # the configured mapper when it maps test sets too (e.g. "referring"), else detectron2's
+        return build_detection_test_loader(cfg, dataset_name, mapper=build_test_mapper(cfg))
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):

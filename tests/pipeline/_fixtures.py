@@ -7,14 +7,7 @@ from PIL import Image
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
-
-def id2rgb(ids):
-    ids = np.asarray(ids, dtype=np.int64).copy()
-    out = np.zeros(ids.shape + (3,), np.uint8)
-    for c in range(3):
-        out[..., c] = ids % 256
-        ids //= 256
-    return out
+from d2_common.data.panoptic_ids import id2rgb  # noqa: F401  (the tests write panoptic PNGs with it)
 
 
 def save_jpg(path, h, w, seed=0):

@@ -10,9 +10,10 @@ from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from detectron2.projects.point_rend import ColorAugSSDTransform
 
-from d2_common.engine.mapper_registry import register_mapper
+from ...engine.mapper_registry import register_mapper
 
-from .utils import masks_to_instances, pad_to_size, read_image_checked
+from ...validation import read_image_checked
+from .utils import masks_to_instances, pad_to_size
 
 __all__ = ["MaskFormerSemanticDatasetMapper"]
 

@@ -30,6 +30,7 @@ from torch import nn
 
 from d2_common.acceleration import Acceleration
 from d2_common.checkpoint_policy import require_complete_weights, weights_strict_from_cfg
+from d2_common.engine.evaluators import EvalTasks
 
 from ..criterion import SetCriterion
 from ..matcher import HungarianMatcher
@@ -209,6 +210,12 @@ class MaskFormer(nn.Module):
             "acceleration": Acceleration.from_config(cfg),
             "weights_strict": weights_strict_from_cfg(cfg),
         }
+
+    @staticmethod
+    def eval_tasks(cfg) -> EvalTasks:
+        """Which outputs the evaluators of ``cfg`` receive (``MODEL.MASK_FORMER.TEST.*_ON``)."""
+        test = cfg.MODEL.MASK_FORMER.TEST
+        return EvalTasks(semantic=test.SEMANTIC_ON, instance=test.INSTANCE_ON, panoptic=test.PANOPTIC_ON)
 
     @property
     def device(self) -> torch.device:

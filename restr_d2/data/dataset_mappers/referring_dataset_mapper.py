@@ -12,6 +12,7 @@ from pycocotools import mask as mask_util
 from detectron2.config import configurable
 from detectron2.data import transforms as T
 
+from d2_common.engine.mapper_registry import register_mapper
 from d2_common.validation import (
     DEFAULT_MAX_IMAGE_PIXELS, BadRecordError, image_reader_kwargs, read_image_checked,
 )
@@ -94,6 +95,7 @@ def _cfg(cfg, key: str):
     return node
 
 
+@register_mapper("referring")
 class ReferringDatasetMapper:
     """Reads the image, resizes its long side to S keeping the aspect ratio, pads bottom/right
     with zeros to (S, S), and rasterises the referred object's mask.
@@ -109,6 +111,9 @@ class ReferringDatasetMapper:
     annotations, unusable segmentation); wrap the mapper in ``SafeMapper`` to skip such records
     under ``DATALOADER.BAD_RECORD_POLICY: "skip"``.
     """
+
+    #: the test sets go through this mapper too (sentences, resize-and-pad, ``gt_mask_orig``)
+    maps_test_sets = True
 
     @configurable
     def __init__(self, is_train: bool = True, *, image_size: int, image_format: str = "RGB",
