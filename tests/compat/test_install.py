@@ -8,7 +8,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _load(name):
-    spec = importlib.util.spec_from_file_location(name, REPO / "tools" / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(name, REPO / "tools" / "install" / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
@@ -42,7 +42,7 @@ def test_launch_patched_for_cpu():
 
 
 def test_second_install_is_a_no_op():
-    out = subprocess.run(["bash", "tools/install.sh"], cwd=REPO, capture_output=True, text=True,
+    out = subprocess.run(["bash", "tools/install/install.sh"], cwd=REPO, capture_output=True, text=True,
                          env={"PATH": "/usr/bin:/bin", "VENV": str(Path(sys.prefix)),
                               "PYTHON": sys.executable})
     assert out.returncode == 0, out.stderr

@@ -1,4 +1,4 @@
-"""tools/analyze_model.py and tools/convert_pretrained_backbone.py.
+"""tools/analysis/analyze_model.py and tools/convert/convert_pretrained_backbone.py.
 
 The converters are checked on randomly initialised torchvision / timm models (nothing is
 downloaded): the .pkl loads into the detectron2 backbone with no missing or unexpected key and
@@ -29,12 +29,12 @@ def _load(name, rel):
 
 @pytest.fixture(scope="module")
 def analyze():
-    return _load("restr_d2_analyze_model", "tools/analyze_model.py")
+    return _load("restr_d2_analyze_model", "tools/analysis/analyze_model.py")
 
 
 @pytest.fixture(scope="module")
 def convert():
-    return _load("restr_d2_convert_pretrained_backbone", "tools/convert_pretrained_backbone.py")
+    return _load("restr_d2_convert_pretrained_backbone", "tools/convert/convert_pretrained_backbone.py")
 
 
 # ----------------------------------------------------------------------------- analyze_model

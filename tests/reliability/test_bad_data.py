@@ -409,7 +409,7 @@ def test_safe_mapper_in_resumable_loader_with_workers_counts_across_processes(ca
 
 
 # detectron2 v0.6 retried with random.sample(<set>), a TypeError on Python >= 3.11; our install
-# patches it (tools/install_detectron2.py)
+# patches it (tools/install/install_detectron2.py)
 def test_detectron2_map_dataset_retries_when_safe_mapper_skips():
     recs = _toy_records(8, bad_every=4)
     mapper = SafeMapper(_ToyMapper(), "skip", name="toy-mapdataset")

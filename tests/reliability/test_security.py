@@ -487,11 +487,11 @@ def _converter_calls(evil, out, tmp_path):
 
     Mask2FormerConfig().to_json_file(str(hf_config))
     return {
-        "tools/convert_segmenter_checkpoint.py --from segmenter": ["--from", "segmenter", evil, out],
-        "tools/convert_segmenter_checkpoint.py --from timm": ["--from", "timm", evil, out, "--image-size", "64", "64"],
-        "tools/convert_pretrained_backbone.py": ["--format", "torchvision", evil, out],
-        "tools/convert_restr_checkpoint.py": [evil, out],
-        "tools/convert_hf_mask2former.py": ["--hf-model", evil, "--hf-config", str(hf_config), "--output", out],
+        "tools/convert/convert_segmenter_checkpoint.py --from segmenter": ["--from", "segmenter", evil, out],
+        "tools/convert/convert_segmenter_checkpoint.py --from timm": ["--from", "timm", evil, out, "--image-size", "64", "64"],
+        "tools/convert/convert_pretrained_backbone.py": ["--format", "torchvision", evil, out],
+        "tools/convert/convert_restr_checkpoint.py": [evil, out],
+        "tools/convert/convert_hf_mask2former.py": ["--hf-model", evil, "--hf-config", str(hf_config), "--output", out],
     }
 
 
@@ -530,7 +530,7 @@ def test_backbone_converter_writes_safetensors_equal_to_its_pkl(tmp_path):
     from detectron2.layers import ShapeSpec
     from detectron2.modeling.backbone import build_resnet_backbone
 
-    tool = _load_script("security_convert_backbone", "tools/convert_pretrained_backbone.py")
+    tool = _load_script("security_convert_backbone", "tools/convert/convert_pretrained_backbone.py")
     torch.manual_seed(0)
     torch.save(torchvision.models.resnet18(weights=None).state_dict(), tmp_path / "r18.pth")
     tool.main(["--format", "torchvision", str(tmp_path / "r18.pth"), str(tmp_path / "r18.pkl")])
@@ -555,7 +555,7 @@ def test_backbone_converter_writes_safetensors_equal_to_its_pkl(tmp_path):
 def test_segmenter_converter_writes_safetensors(tmp_path):
     from restr_d2.modeling.segmenter.checkpoint import ENCODER_ONLY_FLAG, SegmenterCheckpointer
 
-    tool = _load_script("security_convert_segmenter", "tools/convert_segmenter_checkpoint.py")
+    tool = _load_script("security_convert_segmenter", "tools/convert/convert_segmenter_checkpoint.py")
     torch.manual_seed(2)
     sd = build_model(_segmenter_cfg()).state_dict()
     torch.save({"model": sd, "optimizer": {"state": {}, "param_groups": []}, "n_cls": 8, "epoch": 3,
@@ -572,7 +572,7 @@ def test_segmenter_converter_writes_safetensors(tmp_path):
 
 
 def test_restr_converter_writes_safetensors(tmp_path):
-    tool = _load_script("security_convert_restr", "tools/convert_restr_checkpoint.py")
+    tool = _load_script("security_convert_restr", "tools/convert/convert_restr_checkpoint.py")
     cfg = train_net.build_cfg()
     merge_from_file_checked(cfg, os.path.join(SHAPES, "restr_shapes.yaml"))
     torch.manual_seed(3)

@@ -278,7 +278,7 @@ def test_decoder_depth_mismatch_is_a_clear_error():
 def test_patch_label_statistics_tool():
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("patch_labels_tool", os.path.join(REPO, "tools/referring_patch_labels.py"))
+    spec = importlib.util.spec_from_file_location("patch_labels_tool", os.path.join(REPO, "tools/analysis/referring_patch_labels.py"))
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
     full = torch.zeros(32, 32, dtype=torch.uint8)

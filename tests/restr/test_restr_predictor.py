@@ -1,4 +1,4 @@
-"""ReferringPredictor and the official-checkpoint path (tools/convert_restr_checkpoint.py,
+"""ReferringPredictor and the official-checkpoint path (tools/convert/convert_restr_checkpoint.py,
 DetectionCheckpointer with a bare official state dict)."""
 import importlib.util
 import os
@@ -37,7 +37,7 @@ def test_detection_checkpointer_loads_bare_official_checkpoint(small, official_p
 
 
 def test_convert_tool(small, official_pth, tmp_path):
-    spec = importlib.util.spec_from_file_location("convert_restr", os.path.join(REPO, "tools/convert_restr_checkpoint.py"))
+    spec = importlib.util.spec_from_file_location("convert_restr", os.path.join(REPO, "tools/convert/convert_restr_checkpoint.py"))
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
     # a DDP-wrapped checkpoint in a {"state_dict": ...} container

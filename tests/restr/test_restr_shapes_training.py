@@ -2,7 +2,7 @@
 
 * fast: a few iterations of ``configs/shapes/restr_shapes.yaml`` on 8 train / 4 val images, then
   ``--eval-only`` on the written ``model_final.pth``: the referring metrics have their keys and
-  ranges, the logged losses are finite; ``tools/referring_baselines.py`` runs on the same data.
+  ranges, the logged losses are finite; ``tools/analysis/referring_baselines.py`` runs on the same data.
 * slow: the full tuned training (figures in docs/results_referring.md) reaches an overall IoU
   above the "largest object" baseline.
 

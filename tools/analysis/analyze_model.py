@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Parameters and FLOPs of any restr-d2 config.
 
-    python tools/analyze_model.py --config-file configs/shapes/mask2former_R18_panoptic.yaml \\
+    python tools/analysis/analyze_model.py --config-file configs/shapes/mask2former_R18_panoptic.yaml \\
         --tasks parameter flop --input-size 512 512 [--opts KEY VALUE ...]
 
 * ``parameter``: total and trainable parameter counts, per top-level module, and
@@ -18,23 +18,18 @@ Weights are not needed (random initialisation unless ``MODEL.WEIGHTS`` is given)
 """
 import argparse
 import logging
-import os
-import sys
 from collections import OrderedDict
 
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if _REPO not in sys.path:
-    sys.path.insert(0, _REPO)
 
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
+import torch
+from torch import nn
 
-from detectron2.modeling import build_model  # noqa: E402
-from fvcore.nn import parameter_count_table  # noqa: E402
-from detectron2.utils.logger import setup_logger  # noqa: E402
+from detectron2.modeling import build_model
+from fvcore.nn import parameter_count_table
+from detectron2.utils.logger import setup_logger
 
-from d2_common.config import load_config  # noqa: E402
-from d2_common.safe_checkpoint import SafeDetectionCheckpointer  # noqa: E402
+from d2_common.config import load_config
+from d2_common.safe_checkpoint import SafeDetectionCheckpointer
 
 __all__ = ["count_parameters", "count_flops", "InferenceAdapter", "main"]
 
@@ -101,7 +96,7 @@ def count_flops(model, image, sentence=None):
     "unsupported"}`` (fused multiply-adds)."""
     from fvcore.nn import FlopCountAnalysis
 
-    from d2_common.benchmark.flops import _EXTRA_HANDLES  # SDPA, baddbmm, grid_sample formulas
+    from tools.benchmark.flops import _EXTRA_HANDLES  # SDPA, baddbmm, grid_sample formulas
 
     model.eval()
     adapter = InferenceAdapter(model, sentence).eval()

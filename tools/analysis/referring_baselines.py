@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Trivial baselines of referring segmentation, scored with ``ReferringEvaluator``.
 
-    python tools/referring_baselines.py --dataset shapes_refcoco_unc_val [--prior-dataset NAME]
+    python tools/analysis/referring_baselines.py --dataset shapes_refcoco_unc_val [--prior-dataset NAME]
 
 For every sentence of ``--dataset`` (one detectron2 record per sentence, see
 docs/CONTRACTS.md "Referring"), each baseline ignores the sentence and predicts:
@@ -22,19 +22,17 @@ import collections
 import json
 import logging
 import os
-import sys
 from typing import Dict, List, Optional
 
 import numpy as np
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from detectron2.data import DatasetCatalog, MetadataCatalog  # noqa: E402
+from detectron2.data import DatasetCatalog, MetadataCatalog
 
-import restr_d2  # noqa: E402,F401  (registers the referring datasets)
-from restr_d2.data.dataset_mappers.referring_dataset_mapper import annotations_to_mask  # noqa: E402
-from restr_d2.evaluation import ReferringEvaluator  # noqa: E402
+import restr_d2  # noqa: F401  (registers the referring datasets)
+from restr_d2.data.dataset_mappers.referring_dataset_mapper import annotations_to_mask
+from restr_d2.evaluation import ReferringEvaluator
 
 logger = logging.getLogger("referring_baselines")
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """How coarse ReSTR's patch labels are on a referring dataset, for a choice of patch size.
 
-    python tools/referring_patch_labels.py --config-file configs/shapes/restr_shapes.yaml \\
+    python tools/analysis/referring_patch_labels.py --config-file configs/shapes/restr_shapes.yaml \\
         --patch-sizes 16 8 [--dataset NAME] [--opts KEY VALUE ...]
 
 For every training sentence the GT mask is built as the training mapper builds it (resize and
@@ -17,20 +17,15 @@ pad to ``INPUT.IMAGE_SIZE``, no flip) and split into P x P patches. Reported per
 Use it to pick ``MODEL.VIT.PATCH_SIZE`` for small images or small objects.
 """
 import argparse
-import os
-import sys
 
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if _REPO not in sys.path:
-    sys.path.insert(0, _REPO)
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from detectron2.data import DatasetCatalog  # noqa: E402
+import numpy as np
+import torch
+from detectron2.data import DatasetCatalog
 
-from restr_d2.data.dataset_mappers.referring_dataset_mapper import ReferringDatasetMapper  # noqa: E402
-from restr_d2.modeling.restr.criterion import patch_labels  # noqa: E402
-from d2_common.config import load_config  # noqa: E402
+from restr_d2.data.dataset_mappers.referring_dataset_mapper import ReferringDatasetMapper
+from restr_d2.modeling.restr.criterion import patch_labels
+from d2_common.config import load_config
 
 
 def patch_statistics(masks, patch_size: int, threshold: float):

@@ -9,13 +9,13 @@ same run. Ours and the peer run interleaved (alternating per repetition); the re
 ratio ours/peer. Prints a table; writes JSON and markdown.
 
 Examples:
-    python tools/benchmark.py --preset m2f_swin_t_panoptic --batch 2 --reps 10 \
+    python tools/benchmark/benchmark.py --preset m2f_swin_t_panoptic --batch 2 --reps 10 \
         --json out/bench.json --md out/bench.md
-    python tools/benchmark.py --preset restr_p16 restr_p8 --modes network memory
-    python tools/benchmark.py --preset data_shapes_semantic --data-images 50
-    python tools/benchmark.py --preset m2f_swin_t_panoptic --modes network --warmup 2 \
+    python tools/benchmark/benchmark.py --preset restr_p16 restr_p8 --modes network memory
+    python tools/benchmark/benchmark.py --preset data_shapes_semantic --data-images 50
+    python tools/benchmark/benchmark.py --preset m2f_swin_t_panoptic --modes network --warmup 2 \
         --variant MODEL.COMPILE.ENABLED True        # ours vs ours compiled vs the peer
-    python tools/benchmark.py --list
+    python tools/benchmark/benchmark.py --list
 """
 import argparse
 import logging
@@ -24,9 +24,6 @@ import platform
 import sys
 import time
 
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if _REPO not in sys.path:
-    sys.path.insert(0, _REPO)
 
 ALL_MODES = ("network", "end_to_end", "train", "memory", "flops")
 
@@ -92,10 +89,10 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     import torch
 
-    from d2_common.benchmark.flops import matmul_gflops
-    from d2_common.benchmark.presets import PRESETS, Preset
-    from d2_common.benchmark.report import format_table, write_report
-    from d2_common.benchmark.runner import run_data_preset, run_preset
+    from tools.benchmark.flops import matmul_gflops
+    from tools.benchmark.presets import PRESETS, Preset
+    from tools.benchmark.report import format_table, write_report
+    from tools.benchmark.runner import run_data_preset, run_preset
 
     if args.list:
         for p in PRESETS.values():
@@ -110,7 +107,7 @@ def main(argv=None):
         PRESETS["custom"] = custom
         names.append("custom")
     report = {
-        "command": "python tools/benchmark.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": "python tools/benchmark/benchmark.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "machine": {"torch": torch.__version__, "threads": args.threads, "cpu": _cpu_name(),
                     "cores": os.cpu_count(), "loadavg_before": _loadavg(),
                     "matmul": matmul_gflops(args.matmul_n)},

@@ -7,12 +7,11 @@
 * COCO mask AP: ``faster_coco_eval`` against ``pycocotools``.
 
 Synthetic data, deterministic (``--seed``). A backend that is not installed is reported as
-such. Example: ``python tools/benchmark_eval_backends.py --images 50 --size 256``.
+such. Example: ``python tools/benchmark/eval_backends.py --images 50 --size 256``.
 """
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 from collections import defaultdict
@@ -20,45 +19,38 @@ from collections import defaultdict
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from d2_common.data.panoptic_ids import id2rgb
+
 
 OFFSET = 256 * 256 * 256
 
 
-def id2rgb(ids):
-    ids = np.asarray(ids, dtype=np.int64).copy()
-    out = np.zeros(ids.shape + (3,), np.uint8)
-    for c in range(3):
-        out[..., c] = ids % 256
-        ids //= 256
-    return out
+def _draw(size, ellipses):
+    """Paint ``(cy, cx, ry, rx, category)`` ellipses in order (later ones on top)."""
+    yy, xx = np.mgrid[:size, :size]
+    pan = np.zeros((size, size), np.int64)
+    for seg_id, (cy, cx, ry, rx, _) in enumerate(ellipses, start=1):
+        pan[((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1] = seg_id
+    return pan
 
 
 def make_panoptic(rng, n_images, size, categories):
-    """Random rectangles/ellipses -> (gt annotations, pred annotations, gt maps, pred maps)."""
+    """Random ellipses as ground truth; the prediction moves each a little and sometimes
+    changes its class, so that segments match and miss -> [(id map, segments_info)] x 2."""
     gts, preds = [], []
-    for i in range(n_images):
-        maps = []
-        for kind in ("gt", "pred"):
-            pan = np.zeros((size, size), np.int64)
-            infos = []
-            n = rng.integers(3, 9)
-            yy, xx = np.mgrid[:size, :size]
-            for k in range(n):
-                cat = categories[rng.integers(len(categories))]
-                cy, cx = rng.integers(0, size, 2)
-                ry, rx = rng.integers(size // 10, size // 3, 2)
-                mask = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1
-                seg_id = k + 1
-                pan[mask] = seg_id
-                infos.append({"id": seg_id, "category_id": cat["id"], "iscrowd": int(kind == "gt" and rng.random() < 0.1)})
+    for _ in range(n_images):
+        gt = [(*rng.integers(0, size, 2), *rng.integers(size // 10, size // 3, 2),
+               categories[rng.integers(len(categories))]) for _ in range(rng.integers(3, 9))]
+        pred = [(cy + rng.integers(-size // 15, size // 15 + 1), cx + rng.integers(-size // 15, size // 15 + 1),
+                 ry, rx, cat if rng.random() < 0.8 else categories[rng.integers(len(categories))])
+                for cy, cx, ry, rx, cat in gt]
+        for ellipses, out, is_gt in ((gt, gts, True), (pred, preds, False)):
+            pan = _draw(size, ellipses)
             present = set(np.unique(pan).tolist())
-            infos = [s for s in infos if s["id"] in present]
-            for s in infos:
-                s["area"] = int((pan == s["id"]).sum())
-            maps.append((pan, infos))
-        gts.append(maps[0])
-        preds.append(maps[1])
+            infos = [{"id": seg_id, "category_id": e[4]["id"], "area": int((pan == seg_id).sum()),
+                      "iscrowd": int(is_gt and rng.random() < 0.1)}
+                     for seg_id, e in enumerate(ellipses, start=1) if seg_id in present]
+            out.append((pan, infos))
     return gts, preds
 
 
@@ -145,6 +137,7 @@ def panoptic_categories(n_things=6, n_stuff=4):
 
 
 def bench_pq(args):
+    """{"reference": {...}, backend: {"seconds", "pq", "max_abs_diff"} or {"missing": why}}."""
     from maskformer_d2.evaluation.panoptic_evaluation import pq_compute_fn
 
     rng = np.random.default_rng(args.seed)
@@ -153,6 +146,7 @@ def bench_pq(args):
     t = time.perf_counter()
     ref = reference_pq(gts, preds, cats)
     print(f"PQ reference (numpy): {time.perf_counter() - t:.3f}s  PQ={100 * ref['All']['pq']:.4f}")
+    results = {"reference": {"pq": ref["All"]["pq"]}}
     with tempfile.TemporaryDirectory() as d:
         files = write_panoptic(d, gts, preds, cats)
         for backend in ("hotcoco", "panopticapi"):
@@ -160,6 +154,7 @@ def bench_pq(args):
                 fn = pq_compute_fn(backend)
             except ImportError as e:
                 print(f"PQ {backend}: not installed ({e})")
+                results[backend] = {"missing": str(e)}
                 continue
             t = time.perf_counter()
             import contextlib, io
@@ -168,9 +163,12 @@ def bench_pq(args):
             dt = time.perf_counter() - t
             diff = max(abs(res[k][m] - ref[k][m]) for k in ("All", "Things", "Stuff") for m in ("pq", "sq", "rq"))
             print(f"PQ {backend}: {dt:.3f}s  PQ={100 * res['All']['pq']:.4f}  max |diff| vs reference = {diff:.2e}")
+            results[backend] = {"seconds": dt, "pq": res["All"]["pq"], "max_abs_diff": diff}
+    return results
 
 
 def bench_ap(args):
+    """{backend: {"seconds", "stats" (the 12 COCO numbers)} or {"missing": why}}."""
     import pycocotools.mask as mask_util
     from pycocotools.coco import COCO
 
@@ -205,6 +203,7 @@ def bench_ap(args):
             cls = coco_eval_class(backend)
         except ImportError as e:
             print(f"AP {backend}: not installed ({e})")
+            stats[backend] = {"missing": str(e)}
             continue
         with contextlib.redirect_stdout(io.StringIO()):
             coco = COCO()
@@ -213,17 +212,28 @@ def bench_ap(args):
             t = time.perf_counter()
             e = cls(coco, coco.loadRes(json.loads(json.dumps(dets))), "segm")
             e.evaluate(); e.accumulate(); e.summarize()
-        stats[backend] = np.array(e.stats[:12])
-        print(f"AP {backend}: {time.perf_counter() - t:.3f}s  AP={100 * e.stats[0]:.4f}")
-    if len(stats) == 2:
-        print(f"AP max |stats diff| faster_coco_eval vs pycocotools = {np.abs(stats['pycocotools'] - stats['faster_coco_eval']).max():.2e}")
+        stats[backend] = {"seconds": time.perf_counter() - t, "stats": [float(x) for x in e.stats[:12]]}
+        print(f"AP {backend}: {stats[backend]['seconds']:.3f}s  AP={100 * e.stats[0]:.4f}")
+    measured = [b for b in stats if "stats" in stats[b]]
+    if len(measured) == 2:
+        diff = np.abs(np.subtract(*[stats[b]["stats"] for b in measured])).max()
+        print(f"AP max |stats diff| faster_coco_eval vs pycocotools = {diff:.2e}")
+    return stats
 
 
-if __name__ == "__main__":
+def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--images", type=int, default=20)
     p.add_argument("--size", type=int, default=200)
     p.add_argument("--seed", type=int, default=0)
-    a = p.parse_args()
-    bench_pq(a)
-    bench_ap(a)
+    p.add_argument("--json", help="also write the figures to this JSON file")
+    a = p.parse_args(argv)
+    results = {"pq": bench_pq(a), "ap": bench_ap(a)}
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(results, f, indent=1)
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -11,7 +11,6 @@ on the same synthetic batch.
 Inference runs under `torch.inference_mode()`. Both sides see the same uint8 images, the same
 targets and (for peers) identical weights converted from one seeded initialisation.
 """
-import os
 from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
@@ -58,33 +57,13 @@ def make_batch(batch: int, size: Tuple[int, int], num_classes: int, seed: int = 
 
 
 def build_d2_cfg_for_preset(preset, extra_options=()):
-    """detectron2 CfgNode of a preset (keys of every model family, base config, options)."""
-    from detectron2.config import get_cfg
-    from detectron2.projects.deeplab import add_deeplab_config
-
-    from d2_common.engine import add_engine_config
-    from d2_common.config import safe_merge_from_file
-
-    from .presets import CONFIG_DIR
+    """The config of a preset: ``build_cfg(base_config, options + extra_options)`` on CPU,
+    without weights."""
+    from d2_common.config import build_cfg
 
     if preset.family not in ("maskformer", "segmenter", "restr"):
         raise ValueError(f"preset family {preset.family!r} has no model config")
-    from maskformer_d2 import add_maskformer2_config
-    from restr_d2 import add_restr_config, add_segmenter_config
-
-    # the keys of every family, as train_net.build_cfg (Segmenter YAMLs use MaskFormer INPUT keys)
-    cfg = get_cfg()
-    add_deeplab_config(cfg)
-    add_maskformer2_config(cfg)
-    add_segmenter_config(cfg)
-    add_restr_config(cfg)
-    add_engine_config(cfg)
-    if preset.base_config:
-        path = preset.base_config
-        if not os.path.isabs(path):
-            path = os.path.join(CONFIG_DIR, path)
-        safe_merge_from_file(cfg, path)
-    cfg.merge_from_list(list(preset.options) + list(extra_options))
+    cfg = build_cfg(preset.base_config, list(preset.options) + list(extra_options))
     cfg.MODEL.DEVICE = "cpu"
     cfg.MODEL.WEIGHTS = ""
     return cfg
@@ -309,7 +288,7 @@ def build_mask2former_pair(cfg, seed: int = 0):
     its conversion, so that both implementations run identical weights."""
     from transformers import Mask2FormerForUniversalSegmentation
 
-    from .hf_mask2former import convert_hf_to_d2, d2_cfg_to_hf_config
+    from tools.convert.hf_mask2former import convert_hf_to_d2, d2_cfg_to_hf_config
 
     hf_config = d2_cfg_to_hf_config(cfg)
     torch.manual_seed(seed)

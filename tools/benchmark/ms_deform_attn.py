@@ -3,18 +3,15 @@
 shapes of a Mask2Former pixel decoder (default: 512x512 input -> levels 64x64, 32x32, 16x16,
 8 heads of 32 channels, 4 points), forward under inference mode and forward + backward.
 
-    python tools/benchmark_ms_deform_attn.py --batch 1 --reps 7 --threads 2
+    python tools/benchmark/ms_deform_attn.py --batch 1 --reps 7 --threads 2
 """
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from maskformer_d2.layers.ms_deform_attn import MS_DEFORM_ATTN_IMPLS  # noqa: E402
+from maskformer_d2.layers.ms_deform_attn import MS_DEFORM_ATTN_IMPLS
 
 
 def main(argv=None):

@@ -1,16 +1,12 @@
-"""Named benchmark cases: a model config (official flat YAML copies in ``configs/`` plus
-overrides) and the peer implementation it is compared with, if any.
-
-The YAMLs in ``configs/`` are flat copies of official Mask2Former / MaskFormer configs (the
-files of ``shared/reference/keys``); their headers name the official source file.
-"""
+"""Named benchmark cases: a model config (an official config of the repository's ``configs/``
+mirrors, read by ``d2_common.config.build_cfg``, plus overrides) and the peer implementation
+it is compared with, if any."""
 import os
 from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
 
-__all__ = ["Preset", "PRESETS", "get_preset", "CONFIG_DIR"]
+__all__ = ["Preset", "PRESETS", "get_preset"]
 
-CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # Official maskformer2_swin_tiny_bs16_160k.yaml (ADE20K semantic) = the R50 ADE20K semantic
@@ -57,6 +53,12 @@ def _repo_config(rel: str) -> str:
     return os.path.join(REPO_ROOT, "configs", rel)
 
 
+# the official configs the Mask2Former / MaskFormer presets start from (our byte-for-byte mirrors)
+_M2F_COCO_PANOPTIC_SWIN_T = _repo_config("mask2former/coco/panoptic-segmentation/swin/maskformer2_swin_tiny_bs16_50ep.yaml")
+_M2F_COCO_PANOPTIC_R50 = _repo_config("mask2former/coco/panoptic-segmentation/maskformer2_R50_bs16_50ep.yaml")
+_M2F_ADE20K_SEMANTIC_R50 = _repo_config("mask2former/ade20k/semantic-segmentation/maskformer2_R50_bs16_160k.yaml")
+_MF_ADE20K_SEMANTIC_R50 = _repo_config("maskformer/ade20k-150/maskformer_R50_bs16_160k.yaml")
+
 # ReSTR without the official GloVe files: the shapes vocabulary, random word vectors (the
 # language encoder's cost does not depend on the vector values).
 _RESTR_VOCAB = [
@@ -70,7 +72,7 @@ class Preset:
     """One benchmark subject.
 
     family: "maskformer" (detectron2 MaskFormer meta-arch), "segmenter", "restr" or "data".
-    base_config: file name in CONFIG_DIR (or an absolute path), or None.
+    base_config: path of a config file, or None.
     options: detectron2 `merge_from_list` overrides applied after base_config.
     peer: "hf_mask2former" when a Hugging Face model with identical (converted) weights exists.
     size: default input (H, W).
@@ -88,22 +90,18 @@ class Preset:
 _PRESET_LIST = [
     Preset("m2f_swin_t_panoptic", "maskformer",
            "Mask2Former Swin-T, COCO panoptic (133 classes, 100 queries, 9 decoder layers)",
-           "m2f_coco_panoptic_swin_tiny.yaml", peer="hf_mask2former"),
+           _M2F_COCO_PANOPTIC_SWIN_T, peer="hf_mask2former"),
     Preset("m2f_swin_t_semantic", "maskformer",
            "Mask2Former Swin-T, ADE20K semantic (150 classes, 100 queries)",
-           "m2f_ade20k_semantic_R50.yaml", _SWIN_T, peer="hf_mask2former"),
+           _M2F_ADE20K_SEMANTIC_R50, _SWIN_T, peer="hf_mask2former"),
     Preset("m2f_r50_panoptic", "maskformer", "Mask2Former R50, COCO panoptic",
-           "m2f_coco_panoptic_R50.yaml"),
+           _M2F_COCO_PANOPTIC_R50),
     Preset("m2f_r50_semantic", "maskformer", "Mask2Former R50, ADE20K semantic",
-           "m2f_ade20k_semantic_R50.yaml"),
-    # the flat official file relies on add_mask_former_config's decoder default; the preset
-    # config is built with every family's keys (Mask2Former's default first), so name it
-    Preset("mf_r50_semantic", "maskformer", "MaskFormer R50, ADE20K-150 semantic",
-           "mf_ade20k150_R50.yaml",
-           ["MODEL.MASK_FORMER.TRANSFORMER_DECODER_NAME", "StandardTransformerDecoder"]),
+           _M2F_ADE20K_SEMANTIC_R50),
+    Preset("mf_r50_semantic", "maskformer", "MaskFormer R50, ADE20K-150 semantic", _MF_ADE20K_SEMANTIC_R50),
     Preset("tiny_m2f_swin", "maskformer",
            "tiny Mask2Former Swin (embed 32, hidden 64, 3 decoder layers): smoke tests only",
-           "m2f_coco_panoptic_swin_tiny.yaml", TINY_M2F_SWIN, peer="hf_mask2former", size=(64, 64)),
+           _M2F_COCO_PANOPTIC_SWIN_T, TINY_M2F_SWIN, peer="hf_mask2former", size=(64, 64)),
     Preset("segmenter_vit_b_mask", "segmenter",
            "Segmenter ViT-B/16 + mask transformer (2 layers), ADE20K 150 classes",
            _repo_config("segmenter/ade20k/seg_base_mask_16_512.yaml"), [], size=(512, 512)),

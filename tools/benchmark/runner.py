@@ -127,10 +127,8 @@ def _run_worker(spec: Dict, timeout: float) -> Dict:
         spec_path, out_path = os.path.join(d, "spec.json"), os.path.join(d, "out.json")
         with open(spec_path, "w") as f:
             json.dump(spec, f)
-        env = dict(os.environ)
-        env["PYTHONPATH"] = REPO_ROOT + os.pathsep + env.get("PYTHONPATH", "")
-        proc = subprocess.run([sys.executable, "-m", "d2_common.benchmark.worker", spec_path, out_path],
-                              cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run([sys.executable, "-m", "tools.benchmark.worker", spec_path, out_path],
+                              cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout)
         if proc.returncode != 0:
             raise RuntimeError(f"memory worker failed for {spec}:\n{proc.stderr[-3000:]}")
         with open(out_path) as f:

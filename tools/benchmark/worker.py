@@ -1,6 +1,6 @@
 """Peak-memory worker: one benchmark case in a fresh process.
 
-    python -m d2_common.benchmark.worker SPEC.json OUT.json
+    python -m tools.benchmark.worker SPEC.json OUT.json
 
 SPEC: {"preset" (name), "preset_fields" (optional: the Preset's fields), "extra_options", "impl" ("ours"|"peer"), "mode" ("network"|"end_to_end"|
 "train"), "batch", "size" [H, W], "threads", "seed", "weights" (file from `save_pair_weights`

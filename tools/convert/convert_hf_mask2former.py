@@ -11,10 +11,10 @@ an error that lists the keys.
 
 The key map and the conventions it converts (q/k/v layouts, relative-position index,
 layer-norm names, class order and no-object, pixel normalisation) are documented in
-`d2_common/benchmark/hf_mask2former.py`.
+`tools/convert/hf_mask2former.py`.
 
 Usage:
-    python tools/convert_hf_mask2former.py --hf-model DIR_OR_FILE --output model.pth \
+    python tools/convert/convert_hf_mask2former.py --hf-model DIR_OR_FILE --output model.pth \
         [--hf-config config.json] [--config-out model.yaml] [--verify-config model.yaml] \
         [--expected-keys keys.json]
 
@@ -29,15 +29,12 @@ import logging
 import os
 import sys
 
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if _REPO not in sys.path:
-    sys.path.insert(0, _REPO)
 
-from d2_common.benchmark.hf_mask2former import (  # noqa: E402
+from tools.convert.hf_mask2former import (
     build_d2_cfg, check_expected_keys, convert_hf_to_d2, hf_config_to_d2_options,
 )
-from d2_common.safe_checkpoint import load_checkpoint_file, save_checkpoint  # noqa: E402
-from d2_common.safe_pickle import torch_load_weights_only  # noqa: E402
+from d2_common.safe_checkpoint import load_checkpoint_file, save_checkpoint
+from d2_common.safe_pickle import torch_load_weights_only
 
 logger = logging.getLogger("convert_hf_mask2former")
 

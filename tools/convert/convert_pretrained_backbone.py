@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Convert ImageNet backbones to detectron2 ``.pkl`` (or ``.safetensors``) checkpoints.
 
-    python tools/convert_pretrained_backbone.py --format torchvision R-50.pth R-50.pkl
-    python tools/convert_pretrained_backbone.py --format timm-swin swin_tiny.pth swin_tiny.safetensors
+    python tools/convert/convert_pretrained_backbone.py --format torchvision R-50.pth R-50.pkl
+    python tools/convert/convert_pretrained_backbone.py --format timm-swin swin_tiny.pth swin_tiny.safetensors
 
 * ``torchvision``: a torchvision ResNet-50/101 (or any torchvision ResNet) state dict ->
   detectron2 ``ResNet`` keys (``stem.conv1``, ``res2.0.conv1.norm``, ``res2.0.shortcut``...).
@@ -33,14 +33,10 @@ import logging
 import os
 import pickle
 import re
-import sys
 from collections import OrderedDict
 
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if _REPO not in sys.path:
-    sys.path.insert(0, _REPO)
 
-import torch  # noqa: E402
+import torch
 
 __all__ = ["convert_torchvision_resnet", "convert_timm_swin", "load_state_dict", "save_d2_pkl", "main"]
 

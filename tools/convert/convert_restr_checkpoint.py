@@ -8,21 +8,18 @@ container (``module.`` prefixes, ``{"model"|"state_dict": ...}``), checks every 
 against the model built from ``--config-file`` with ``strict=True``, and writes
 ``{"model": state_dict, "__author__": ..., "matching_heuristics": False}``.
 
-    python tools/convert_restr_checkpoint.py Gref_400000.pth restr_gref.pth \
+    python tools/convert/convert_restr_checkpoint.py Gref_400000.pth restr_gref.pth \
         --config-file configs/restr/restr_refcocog_google_480.yaml
 
 The GloVe table is part of the checkpoint (``encoder_l.embedding.weight``); the model still
 needs the vocabulary file (``MODEL.RESTR.LANGUAGE.VOCAB_FILE``) to tokenise sentences.
 """
 import argparse
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from d2_common.safe_checkpoint import save_checkpoint  # noqa: E402
-from d2_common.safe_pickle import torch_load_weights_only  # noqa: E402
-from restr_d2.modeling.restr.checkpoint import convert_official_restr_state_dict  # noqa: E402
+from d2_common.safe_checkpoint import save_checkpoint
+from d2_common.safe_pickle import torch_load_weights_only
+from restr_d2.modeling.restr.checkpoint import convert_official_restr_state_dict
 
 
 def check_against_config(state_dict, config_file, opts):
@@ -57,7 +54,7 @@ def main(argv=None):
     if args.config_file:
         check_against_config(sd, args.config_file, args.opts)
     save_checkpoint(
-        {"model": sd, "__author__": "ReSTR official (tools/convert_restr_checkpoint.py)", "matching_heuristics": False},
+        {"model": sd, "__author__": "ReSTR official (tools/convert/convert_restr_checkpoint.py)", "matching_heuristics": False},
         args.output,
     )
     print(f"wrote {args.output} ({len(sd)} tensors, {sum(v.numel() for v in sd.values()):,} values)")

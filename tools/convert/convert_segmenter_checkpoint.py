@@ -21,23 +21,20 @@ plain ``DetectionCheckpointer``.
 
 Examples::
 
-    python tools/convert_segmenter_checkpoint.py --from segmenter checkpoint.pth out.pth
-    python tools/convert_segmenter_checkpoint.py --from timm \\
+    python tools/convert/convert_segmenter_checkpoint.py --from segmenter checkpoint.pth out.pth
+    python tools/convert/convert_segmenter_checkpoint.py --from timm \\
         B_16-i21k-300ep-lr_0.001-aug_medium1-wd_0.1-do_0.0-sd_0.0--imagenet2012-steps_20k-lr_0.01-res_384.npz \\
         vit_b16_512.pth --image-size 512 512 --head reinit
 """
 import argparse
 import logging
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from d2_common.safe_checkpoint import save_checkpoint  # noqa: E402
-from d2_common.safe_pickle import torch_load_weights_only  # noqa: E402
+from d2_common.safe_checkpoint import save_checkpoint
+from d2_common.safe_pickle import torch_load_weights_only
 
-from restr_d2.modeling.backbone.timm_convert import convert_timm_vit, load_vit_source  # noqa: E402
-from restr_d2.modeling.segmenter.checkpoint import (  # noqa: E402
+from restr_d2.modeling.backbone.timm_convert import convert_timm_vit, load_vit_source
+from restr_d2.modeling.segmenter.checkpoint import (
     ENCODER_ONLY_FLAG,
     convert_official_segmenter,
 )
@@ -65,7 +62,7 @@ def convert(args) -> dict:
                               num_classes=args.num_classes, pos_embed_interp=args.interp,
                               prefix="encoder.")
         encoder_only = True
-    out = {"model": sd, "__author__": "tools/convert_segmenter_checkpoint.py",
+    out = {"model": sd, "__author__": "tools/convert/convert_segmenter_checkpoint.py",
            "matching_heuristics": False}
     if encoder_only:
         out[ENCODER_ONLY_FLAG] = True

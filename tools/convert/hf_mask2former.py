@@ -402,23 +402,13 @@ def hf_config_to_d2_options(hf_config):
 
 
 def build_d2_cfg(options, base_config_file=None):
-    """A detectron2 CfgNode with the Mask2Former keys, an optional base file, then `options`."""
-    from detectron2.config import get_cfg
-    from detectron2.projects.deeplab import add_deeplab_config
-    from maskformer_d2 import add_maskformer2_config
+    """``build_cfg(base_config_file, options)`` on CPU: without a file, the options (from
+    :func:`hf_config_to_d2_options`) name the Mask2Former architecture themselves."""
+    from d2_common.config import build_cfg
 
-    cfg = get_cfg()
-    add_deeplab_config(cfg)
-    add_maskformer2_config(cfg)
-    if base_config_file:
-        from d2_common.config import safe_merge_from_file
-
-        safe_merge_from_file(cfg, base_config_file)
-    cfg.merge_from_list(list(options))
+    cfg = build_cfg(base_config_file, list(options))
     cfg.MODEL.DEVICE = "cpu"
     return cfg
-
-
 
 
 def d2_cfg_to_hf_config(cfg):

@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """Generate (or verify) the synthetic ``shapes`` datasets ahead of training.
 
-    python tools/generate_shapes.py                        # $DETECTRON2_DATASETS/shapes, 200/50
-    python tools/generate_shapes.py --num-train 1000 --num-val 200 --root /data
-    python tools/generate_shapes.py --verify-only          # exit 1 if missing / corrupt
+    python tools/data/generate_shapes.py                        # $DETECTRON2_DATASETS/shapes, 200/50
+    python tools/data/generate_shapes.py --num-train 1000 --num-val 200 --root /data
+    python tools/data/generate_shapes.py --verify-only          # exit 1 if missing / corrupt
 
 Training with the same sizes needs SHAPES_NUM_TRAIN / SHAPES_NUM_VAL / SHAPES_SEED set to the
 same values (they default to 200 / 50 / 0), otherwise the first use regenerates the data.
@@ -14,9 +14,8 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from d2_common.data.shapes.cache import (  # noqa: E402
+from d2_common.data.shapes.cache import (
     SHAPES_DIRNAME, config_from_env, datasets_root, ensure_shapes, verify_shapes,
 )
 

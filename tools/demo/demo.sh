@@ -7,7 +7,7 @@
 #   DEMO_CONFIG=configs/shapes/....yaml   which model to train (default below)
 #   DEMO_ITERS=N                          override SOLVER.MAX_ITER
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
 CONFIG=${DEMO_CONFIG:-configs/shapes/mask2former_R18_panoptic.yaml}
 OUT=${DEMO_OUT:-output/demo}
@@ -24,7 +24,7 @@ say "2/3 evaluating $OUT/train/model_final.pth with --eval-only"
   MODEL.WEIGHTS "$OUT/train/model_final.pth" OUTPUT_DIR "$OUT/eval" | tee "$OUT/eval.log"
 
 say "3/3 visualizing predictions on validation images into $OUT/vis"
-"$PY" tools/demo_visualize.py --config-file "$CONFIG" --weights "$OUT/train/model_final.pth" \
+"$PY" tools/demo/demo_visualize.py --config-file "$CONFIG" --weights "$OUT/train/model_final.pth" \
   --output "$OUT/vis" --num-images 6
 
 say "done: metrics in $OUT/eval.log, pictures in $OUT/vis/"

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Visualize a trained model's predictions on the first images of its config's test set.
 
-    python tools/demo_visualize.py --config-file CFG --weights model_final.pth --output DIR
+    python tools/demo/demo_visualize.py --config-file CFG --weights model_final.pth --output DIR
 
 Writes one PNG per image: the input on the left, the prediction on the right (for referring
 models, one PNG per sentence, with the sentence as title). Used by `make demo`.
@@ -9,21 +9,19 @@ models, one PNG per sentence, with the sentence as title). Used by `make demo`.
 import argparse
 import logging
 import os
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from detectron2.data import DatasetCatalog  # noqa: E402
-from detectron2.data.detection_utils import read_image  # noqa: E402
-from detectron2.utils.logger import setup_logger  # noqa: E402
+from detectron2.data import DatasetCatalog
+from detectron2.data.detection_utils import read_image
+from detectron2.utils.logger import setup_logger
 
-from demo.predictor import VisualizationDemo  # noqa: E402
-from d2_common.config import load_config  # noqa: E402
+from demo.predictor import VisualizationDemo
+from d2_common.config import load_config
 
 
 def main(argv=None):

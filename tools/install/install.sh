@@ -10,7 +10,7 @@
 #   RESTR_D2_NO_CHROMIUM=1  do not install Chromium (the web demo's browser tests then skip)
 #   A working detectron2 that is already importable is always left alone.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3}
 
@@ -18,7 +18,7 @@ say() { printf '[install] %s\n' "$*"; }
 die() { printf '[install] ERROR: %s\n' "$*" >&2; exit 1; }
 
 command -v "$PYTHON" >/dev/null || die "no '$PYTHON' on PATH; set PYTHON=/path/to/python3.11"
-"$PYTHON" tools/install_checks.py python || exit 1
+"$PYTHON" tools/install/install_checks.py python || exit 1
 
 if [ "${RESTR_D2_USE_ENV:-0}" = 1 ]; then
   PY=$(command -v "$PYTHON")
@@ -60,8 +60,8 @@ ensure_chromium() {
 ensure_chromium
 
 stamp_of() {
-  cat requirements/requirements.txt requirements/constraints.txt tools/install.sh \
-    tools/install_checks.py tools/install_detectron2.py setup.py | sha256sum | cut -d' ' -f1
+  cat requirements/requirements.txt requirements/constraints.txt tools/install/install.sh \
+    tools/install/install_checks.py tools/install/install_detectron2.py setup.py | sha256sum | cut -d' ' -f1
 }
 STAMP_FILE="$("$PY" -c 'import sys; print(sys.prefix)')/.restr_d2_install_stamp"
 want=$(stamp_of)
@@ -74,7 +74,7 @@ if [ -f "$STAMP_FILE" ] && [ "$(cat "$STAMP_FILE")" = "$want" ] && check_env 2>/
 fi
 
 # A torch other than the pinned one (e.g. your own CUDA build) is kept if it is recent enough.
-"$PY" tools/install_checks.py torch || exit 1
+"$PY" tools/install/install_checks.py torch || exit 1
 have_torch=$("$PY" -c 'import torch; print(torch.__version__)' 2>/dev/null || true)
 
 say "installing requirements (pinned in requirements/constraints.txt)"
@@ -89,7 +89,7 @@ else
 fi
 
 say "installing detectron2"
-"$PY" tools/install_detectron2.py
+"$PY" tools/install/install_detectron2.py
 
 say "installing restr-d2 (editable)"
 "$PY" -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .

@@ -1,8 +1,8 @@
 #!/usr/bin/env python
-"""Environment checks run by tools/install.sh before it installs anything.
+"""Environment checks run by tools/install/install.sh before it installs anything.
 
-`python tools/install_checks.py python` checks the interpreter running it;
-`python tools/install_checks.py torch` checks the torch importable by it (if any).
+`python tools/install/install_checks.py python` checks the interpreter running it;
+`python tools/install/install_checks.py torch` checks the torch importable by it (if any).
 Each prints a clear error and exits 1 when the environment cannot work.
 """
 import sys

@@ -38,14 +38,14 @@ import tempfile
 from pathlib import Path
 
 SDIST = "pb1-detectron2==0.6"
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 CACHE_DIR = Path(os.environ.get("RESTR_D2_CACHE", REPO_ROOT / ".cache"))
 PATCH_MARKER = "_restr_d2_patches.txt"
 PATCH_VERSION = "4"
 
 C_STUB = '''"""Stand-in for detectron2's compiled extension, which this build does not include.
 
-Installed by restr-d2's tools/install_detectron2.py. Every pure-Python part of detectron2
+Installed by restr-d2's tools/install/install_detectron2.py. Every pure-Python part of detectron2
 works; only the ops implemented in C++/CUDA are unavailable.
 """
 
@@ -78,7 +78,7 @@ def __getattr__(name):
     )
 '''
 
-SETUP_PY = '''# Written by restr-d2's tools/install_detectron2.py: detectron2 v0.6 without compiled ops.
+SETUP_PY = '''# Written by restr-d2's tools/install/install_detectron2.py: detectron2 v0.6 without compiled ops.
 from setuptools import find_packages, setup
 
 PROJECTS = {
