@@ -8,10 +8,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _load(name):
-    spec = importlib.util.spec_from_file_location(name, REPO / "tools" / "install" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return importlib.import_module(f"tools.install.{name}")
 
 
 def test_unsupported_python_and_torch_are_rejected_clearly():

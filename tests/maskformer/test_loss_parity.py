@@ -103,8 +103,8 @@ def test_mf_loss_full_resolution(fixtures_dir):
     outputs = _load(fixtures_dir, "mf_loss", "outputs.pt")
     targets = _load(fixtures_dir, "m2f_loss", "targets.pt")  # identical to the official mf_loss/targets.pt
     ref = _load(fixtures_dir, "mf_loss", "loss.pt")
-    matcher = HungarianMatcher(1, 20.0, 1.0, num_points=0, mask_cost_type="focal")
-    criterion = SetCriterion(10, matcher, ref["weight_dict"], 0.1, ["labels", "masks"], 0, mask_loss_type="focal")
+    matcher = HungarianMatcher(1, 20.0, 1.0, num_points=None, mask_cost_type="focal")  # full resolution
+    criterion = SetCriterion(10, matcher, ref["weight_dict"], 0.1, ["labels", "masks"], None, mask_loss_type="focal")
     matches = _record_matches(criterion, ref["layer_order"])
     losses = criterion(outputs, targets)
     _assert_indices(matches(), ref["matcher_indices"])
@@ -274,3 +274,11 @@ def test_point_loss_config_switch():
     cfg.MODEL.MASK_FORMER.TRANSFORMER_DECODER_NAME = "MyDecoder"
     with pytest.raises(ValueError, match="TRANSFORMER_DECODER_NAME"):
         build_criterion(cfg, 10)
+
+
+@pytest.mark.parametrize("bad", [0, -1])
+def test_zero_or_negative_num_points_is_an_error_not_full_resolution(bad):
+    with pytest.raises(ValueError, match="None for full-resolution"):
+        HungarianMatcher(num_points=bad)
+    with pytest.raises(ValueError, match="None for full-resolution"):
+        SetCriterion(2, HungarianMatcher(), {}, 0.1, num_points=bad)

@@ -4,7 +4,6 @@ The converters are checked on randomly initialised torchvision / timm models (no
 downloaded): the .pkl loads into the detectron2 backbone with no missing or unexpected key and
 gives the source model's features.
 """
-import importlib.util
 import os
 import pickle
 
@@ -20,21 +19,18 @@ from detectron2.modeling.backbone import build_resnet_backbone
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def _load(name, rel):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, rel))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def analyze():
-    return _load("restr_d2_analyze_model", "tools/analysis/analyze_model.py")
+    from tools.analysis import analyze_model
+
+    return analyze_model
 
 
 @pytest.fixture(scope="module")
 def convert():
-    return _load("restr_d2_convert_pretrained_backbone", "tools/convert/convert_pretrained_backbone.py")
+    from tools.convert import convert_pretrained_backbone
+
+    return convert_pretrained_backbone
 
 
 # ----------------------------------------------------------------------------- analyze_model

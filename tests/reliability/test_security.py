@@ -498,7 +498,7 @@ def _converter_calls(evil, out, tmp_path):
 def test_converters_refuse_malicious_input(tmp_path, marker):
     evil = _evil_pth(tmp_path / "evil.pth", marker)
     for i, (what, argv) in enumerate(_converter_calls(evil, str(tmp_path / "out.safetensors"), tmp_path).items()):
-        tool = _load_script(f"security_converter_{i}", what.split()[0])
+        tool = importlib.import_module(what.split()[0][: -len(".py")].replace("/", "."))
         with pytest.raises(UnsafePickleError) as e:
             tool.main(argv)
         assert e.value.source == evil and "posix.system" in str(e.value), what
@@ -530,7 +530,7 @@ def test_backbone_converter_writes_safetensors_equal_to_its_pkl(tmp_path):
     from detectron2.layers import ShapeSpec
     from detectron2.modeling.backbone import build_resnet_backbone
 
-    tool = _load_script("security_convert_backbone", "tools/convert/convert_pretrained_backbone.py")
+    from tools.convert import convert_pretrained_backbone as tool
     torch.manual_seed(0)
     torch.save(torchvision.models.resnet18(weights=None).state_dict(), tmp_path / "r18.pth")
     tool.main(["--format", "torchvision", str(tmp_path / "r18.pth"), str(tmp_path / "r18.pkl")])
@@ -555,7 +555,7 @@ def test_backbone_converter_writes_safetensors_equal_to_its_pkl(tmp_path):
 def test_segmenter_converter_writes_safetensors(tmp_path):
     from restr_d2.modeling.segmenter.checkpoint import ENCODER_ONLY_FLAG, SegmenterCheckpointer
 
-    tool = _load_script("security_convert_segmenter", "tools/convert/convert_segmenter_checkpoint.py")
+    from tools.convert import convert_segmenter_checkpoint as tool
     torch.manual_seed(2)
     sd = build_model(_segmenter_cfg()).state_dict()
     torch.save({"model": sd, "optimizer": {"state": {}, "param_groups": []}, "n_cls": 8, "epoch": 3,
@@ -572,7 +572,7 @@ def test_segmenter_converter_writes_safetensors(tmp_path):
 
 
 def test_restr_converter_writes_safetensors(tmp_path):
-    tool = _load_script("security_convert_restr", "tools/convert/convert_restr_checkpoint.py")
+    from tools.convert import convert_restr_checkpoint as tool
     cfg = train_net.build_cfg()
     merge_from_file_checked(cfg, os.path.join(SHAPES, "restr_shapes.yaml"))
     torch.manual_seed(3)

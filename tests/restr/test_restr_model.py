@@ -249,7 +249,7 @@ def test_shapes_config_trains_one_step(name):
     assert out["ref_seg"].shape == (150, 150)
 
 
-@pytest.mark.parametrize("patch,num_upsample,expected", [(16, 0, 4), (8, 0, 3), (8, 3, 3), (16, 4, 4)])
+@pytest.mark.parametrize("patch,num_upsample,expected", [(16, None, 4), (8, None, 3), (8, 3, 3), (16, 4, 4)])
 def test_decoder_depth_follows_the_patch_size(patch, num_upsample, expected):
     from restr_d2.modeling.restr.fusion import decoder_num_upsample
 
@@ -267,20 +267,20 @@ def test_decoder_depth_mismatch_is_a_clear_error():
     add_restr_config(cfg)
     cfg.MODEL.VIT.PATCH_SIZE = 8
     cfg.MODEL.RESTR.DECODER.NUM_UPSAMPLE = 4  # the official value for patch 16
-    with pytest.raises(ValueError, match="set NUM_UPSAMPLE to 3, or to 0"):
+    with pytest.raises(ValueError, match="set NUM_UPSAMPLE to 3, or leave it null"):
+        decoder_num_upsample(cfg)
+    cfg.MODEL.RESTR.DECODER.NUM_UPSAMPLE = 0  # no longer "auto": an explicit count that is wrong
+    with pytest.raises(ValueError, match="set NUM_UPSAMPLE to 3"):
         decoder_num_upsample(cfg)
     cfg.MODEL.VIT.PATCH_SIZE = 12
-    cfg.MODEL.RESTR.DECODER.NUM_UPSAMPLE = 0
+    cfg.MODEL.RESTR.DECODER.NUM_UPSAMPLE = None
     with pytest.raises(ValueError, match="power of two"):
         decoder_num_upsample(cfg)
 
 
 def test_patch_label_statistics_tool():
-    import importlib.util
+    from tools.analysis import referring_patch_labels as tool
 
-    spec = importlib.util.spec_from_file_location("patch_labels_tool", os.path.join(REPO, "tools/analysis/referring_patch_labels.py"))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
     full = torch.zeros(32, 32, dtype=torch.uint8)
     full[0:16, 0:16] = 1  # exactly one 16-px patch, four 8-px patches
     corner = torch.zeros(32, 32, dtype=torch.uint8)
@@ -292,6 +292,19 @@ def test_patch_label_statistics_tool():
     # label precision: full = 100 %; corner = 16 px over 4 positive patches
     assert r16["label_precision_pct"] == pytest.approx(100 * (1 + 16 / (4 * 256)) / 2)
     assert r8["label_precision_pct"] == pytest.approx(100 * (1 + 16 / (4 * 64)) / 2)
+
+
+def test_fusion_width_is_the_vit_width_unless_given():
+    from restr_d2.modeling.restr.fusion import fusion_dim
+
+    cfg = get_cfg()
+    add_restr_config(cfg)
+    assert cfg.MODEL.RESTR.FUSION.DIM is None and fusion_dim(cfg, 768) == 768
+    cfg.merge_from_list(["MODEL.RESTR.FUSION.DIM", "256"])
+    assert fusion_dim(cfg, 768) == 256
+    cfg.MODEL.RESTR.FUSION.DIM = 0  # was "auto"; now a clear error
+    with pytest.raises(ValueError, match="null .* for the ViT width"):
+        fusion_dim(cfg, 768)
 
 
 def test_decoder_depth_is_not_checked_without_a_decoder():

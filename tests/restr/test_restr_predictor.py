@@ -1,6 +1,5 @@
 """ReferringPredictor and the official-checkpoint path (tools/convert/convert_restr_checkpoint.py,
 DetectionCheckpointer with a bare official state dict)."""
-import importlib.util
 import os
 
 import numpy as np
@@ -37,9 +36,8 @@ def test_detection_checkpointer_loads_bare_official_checkpoint(small, official_p
 
 
 def test_convert_tool(small, official_pth, tmp_path):
-    spec = importlib.util.spec_from_file_location("convert_restr", os.path.join(REPO, "tools/convert/convert_restr_checkpoint.py"))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    from tools.convert import convert_restr_checkpoint as tool
+
     # a DDP-wrapped checkpoint in a {"state_dict": ...} container
     wrapped = tmp_path / "ddp.pth"
     torch.save({"state_dict": {"module." + k: v for k, v in small.fx["state_dict"].items()}}, wrapped)

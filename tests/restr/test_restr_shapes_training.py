@@ -32,14 +32,8 @@ SLOW_MARGIN_OVER_BASELINE = 10.0
 def _program(out_json: str, cfg_file: str, max_iter: str = ""):
     """Baselines, then train ``cfg_file``, then ``--eval-only`` of its ``model_final.pth``."""
     sys.path.insert(0, REPO)
-    import importlib.util
-
     import train_net
-
-    spec = importlib.util.spec_from_file_location(
-        "referring_baselines", os.path.join(REPO, "tools", "referring_baselines.py"))
-    baselines_tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(baselines_tool)
+    from tools.analysis import referring_baselines as baselines_tool
 
     out_dir = os.path.join(os.path.dirname(out_json), "run")
     opts = ["OUTPUT_DIR", out_dir]

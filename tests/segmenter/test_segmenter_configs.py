@@ -77,3 +77,15 @@ def test_shapes_config_trains_and_infers(path):
     probs = out[0]["sem_seg"]
     assert probs.shape == (8, 75, 85)
     assert torch.allclose(probs.sum(0), torch.ones(75, 85), atol=1e-5)
+
+
+def test_mask_head_heads_follow_the_official_rule_unless_given():
+    import pytest
+
+    from restr_d2.modeling.segmenter.mask_transformer_head import SegmenterMaskTransformerHead
+
+    kw = dict(in_feature="vit", in_channels=128, num_classes=3, embed_dim=128, num_layers=1)
+    assert SegmenterMaskTransformerHead(**kw).num_heads == 2  # None: embed_dim // 64
+    assert SegmenterMaskTransformerHead(num_heads=4, **kw).num_heads == 4
+    with pytest.raises(ValueError, match="None / null .* embed_dim // 64"):
+        SegmenterMaskTransformerHead(num_heads=0, **kw)  # 0 used to mean the rule: now explicit

@@ -1,5 +1,4 @@
 """Plain ViT variants, the detectron2 backbone wrapper and the converter CLI."""
-import importlib.util
 from functools import partial
 from pathlib import Path
 
@@ -54,10 +53,9 @@ def test_sdpa_impls_agree_with_math():
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("convert_tool", ROOT / "tools" / "convert_segmenter_checkpoint.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    from tools.convert import convert_segmenter_checkpoint
+
+    return convert_segmenter_checkpoint
 
 
 def test_converter_cli(tmp_path):

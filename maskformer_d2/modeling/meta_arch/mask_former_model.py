@@ -72,13 +72,13 @@ def build_criterion(cfg, num_classes: int) -> SetCriterion:
             raise ValueError(f"MODEL.MASK_FORMER.TRAIN_NUM_POINTS must be > 0; got {num_points}")
     else:
         # MaskFormer hard-codes the class weight to 1 and compares whole masks with focal loss.
-        class_weight, num_points, mask_loss = 1, 0, "focal"
+        class_weight, num_points, mask_loss = 1, None, "focal"
     logger.info(
         "MaskFormer: %s training/inference rules (TRANSFORMER_DECODER_NAME=%s); mask loss %s on %s",
         family,
         mf.TRANSFORMER_DECODER_NAME,
         mask_loss,
-        f"{num_points} sampled points" if num_points else "full-resolution masks",
+        "full-resolution masks" if num_points is None else f"{num_points} sampled points",
     )
     matcher = HungarianMatcher(
         cost_class=class_weight,

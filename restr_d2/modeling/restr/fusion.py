@@ -147,7 +147,7 @@ class MultimodalFusion(nn.Module):
         return dict(
             d_vision=d_vision,
             d_language=d_language,
-            dim=f.DIM or d_vision,
+            dim=fusion_dim(cfg, d_vision),
             num_layers=f.NUM_LAYERS,
             num_heads=f.NUM_HEADS,
             mlp_ratio=f.MLP_RATIO,
@@ -256,9 +256,20 @@ class VanillaFusion(MultimodalFusion):
         return x[:, :N], x[:, -1:], x
 
 
+def fusion_dim(cfg, d_vision: int) -> int:
+    """``MODEL.RESTR.FUSION.DIM``: null (the default) is the ViT width ``d_vision`` (official)."""
+    dim = cfg.MODEL.RESTR.FUSION.DIM
+    if dim is None:
+        return d_vision
+    if int(dim) <= 0:
+        raise ValueError(f"MODEL.RESTR.FUSION.DIM={dim}: give a positive width, or null (the default) "
+                         f"for the ViT width ({d_vision})")
+    return int(dim)
+
+
 def decoder_num_upsample(cfg) -> int:
-    """``MODEL.RESTR.DECODER.NUM_UPSAMPLE``, 0 meaning log2(``MODEL.VIT.PATCH_SIZE``): the
-    number of 2x blocks that bring the patch grid back to the input resolution. Any other
+    """``MODEL.RESTR.DECODER.NUM_UPSAMPLE``, null (the default) meaning log2(``MODEL.VIT.PATCH_SIZE``):
+    the number of 2x blocks that bring the patch grid back to the input resolution. Any other
     count would give pixel logits at the wrong resolution, so it is an error."""
     patch = int(cfg.MODEL.VIT.PATCH_SIZE)
     exact = patch.bit_length() - 1
@@ -267,16 +278,16 @@ def decoder_num_upsample(cfg) -> int:
             f"ReSTR's coarse-to-fine decoder upsamples by 2 per block, so MODEL.VIT.PATCH_SIZE "
             f"must be a power of two; got {patch}"
         )
-    n = int(cfg.MODEL.RESTR.DECODER.NUM_UPSAMPLE)
-    if n == 0:
+    n = cfg.MODEL.RESTR.DECODER.NUM_UPSAMPLE
+    if n is None:
         return exact
-    if n != exact:
+    if int(n) != exact:
         raise ValueError(
-            f"MODEL.RESTR.DECODER.NUM_UPSAMPLE={n} upsamples the patch grid {2 ** n}x, but "
-            f"MODEL.VIT.PATCH_SIZE={patch} needs {patch}x: set NUM_UPSAMPLE to {exact}, or to 0 "
-            f"(= log2 of the patch size)"
+            f"MODEL.RESTR.DECODER.NUM_UPSAMPLE={n} upsamples the patch grid {2 ** int(n)}x, but "
+            f"MODEL.VIT.PATCH_SIZE={patch} needs {patch}x: set NUM_UPSAMPLE to {exact}, or leave it "
+            f"null (the default: log2 of the patch size)"
         )
-    return n
+    return int(n)
 
 
 def build_fusion_module(cfg, d_vision: int, d_language: int) -> MultimodalFusion:
