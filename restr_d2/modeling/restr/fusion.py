@@ -35,7 +35,7 @@ from detectron2.config import configurable
 from detectron2.utils.registry import Registry
 from torch import nn
 
-from ..language.blocks import PreNormBlock, init_official_weights
+from ..language.blocks import PreNormBlock, init_restr_weights
 from ..language.build import LanguageFeatures
 from .decoder import CoarseToFineDecoder
 
@@ -122,9 +122,9 @@ class MultimodalFusion(nn.Module):
         self.norm = nn.LayerNorm(dim)
         self.decoder = CoarseToFineDecoder(dim, num_upsample) if self.use_decoder else nn.ModuleList()
 
-        self.proj_v.apply(init_official_weights)
-        self.proj_l.apply(init_official_weights)
-        self.norm.apply(init_official_weights)
+        self.proj_v.apply(init_restr_weights)
+        self.proj_l.apply(init_restr_weights)
+        self.norm.apply(init_restr_weights)
         nn.init.trunc_normal_(self.seed_emb, std=0.02)
 
     def _make_blocks(self) -> nn.ModuleList:
@@ -132,7 +132,7 @@ class MultimodalFusion(nn.Module):
         blocks = nn.ModuleList(
             [PreNormBlock(dim, heads, mlp_dim, dropout, dpr[i]) for i in range(self._num_blocks)]
         )
-        blocks.apply(init_official_weights)
+        blocks.apply(init_restr_weights)
         return blocks
 
     def _run(self, blocks: nn.ModuleList, x: torch.Tensor, key_valid: Optional[torch.Tensor]):

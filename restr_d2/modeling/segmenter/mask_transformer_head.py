@@ -13,7 +13,7 @@ from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 from torch import nn
 
 from ..backbone.blocks import Block
-from ..backbone.vit import init_weights_official, trunc_normal_
+from ..backbone.vit import init_segmenter_weights, trunc_normal_
 
 __all__ = ["SegmenterMaskTransformerHead"]
 
@@ -89,7 +89,7 @@ class SegmenterMaskTransformerHead(nn.Module):
         self.proj_classes = nn.Parameter(scale * torch.randn(embed_dim, embed_dim))
         self.decoder_norm = nn.LayerNorm(embed_dim)
         self.mask_norm = nn.LayerNorm(num_classes)
-        self.apply(init_weights_official)
+        self.apply(init_segmenter_weights)
         trunc_normal_(self.cls_emb, std=0.02)
 
     @classmethod
