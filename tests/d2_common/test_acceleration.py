@@ -10,8 +10,9 @@ from detectron2.modeling import build_model
 
 import train_net
 from d2_common.acceleration import Acceleration, channels_last_modules
+from tests.helpers.paths import REPO as REPOSITORY
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = str(REPOSITORY)
 SHAPES = os.path.join(REPO, "configs", "shapes")
 
 # (config, image encoder attribute, entry method the meta-arch calls on it)

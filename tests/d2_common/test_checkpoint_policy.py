@@ -15,8 +15,9 @@ from d2_common.checkpoint_policy import WeightsMismatchError
 from d2_common.config import build_cfg
 from d2_common.resume import ResilientCheckpointer
 from restr_d2.engine.predictor import ReferringPredictor
+from tests.helpers.paths import REPO as REPOSITORY
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = str(REPOSITORY)
 SHAPES = os.path.join(REPO, "configs", "shapes")
 M2F = os.path.join(SHAPES, "mask2former_R18_panoptic.yaml")
 RESTR = os.path.join(SHAPES, "restr_shapes.yaml")

@@ -3,11 +3,11 @@
 ``__import__`` or a ``"package.module:Class"`` string handed to a lazy loader."""
 import ast
 import re
-from pathlib import Path
 
 import pytest
+from tests.helpers.paths import REPO as REPOSITORY
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = REPOSITORY
 CORE = REPO / "d2_common"
 PLUGINS = ("maskformer_d2", "restr_d2")
 # a string that names a plugin module the way lazy loaders take it: "restr_d2.data:Mapper",

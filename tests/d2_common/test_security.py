@@ -40,8 +40,9 @@ from d2_common.config import (
     make_cfg_safe,
     safe_merge_from_file,
 )
+from tests.helpers.paths import REPO as REPOSITORY
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = str(REPOSITORY)
 SHAPES = os.path.join(REPO, "configs", "shapes")
 SEGMENTER_CFG = os.path.join(SHAPES, "segmenter_linear.yaml")
 FIXTURES = os.path.join(REPO, "tests", "fixtures")

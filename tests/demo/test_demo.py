@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from ._fixtures import save_jpg
+from tests.helpers.dataset_files import save_jpg
+from tests.helpers.paths import REPO as REPOSITORY
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = str(REPOSITORY)
 M2F = os.path.join(REPO, "configs/shapes/mask2former_R18_panoptic.yaml")
 SEGMENTER = os.path.join(REPO, "configs/shapes/segmenter_mask.yaml")
 RESTR = os.path.join(REPO, "configs/shapes/restr_shapes.yaml")

@@ -1,5 +1,4 @@
 """Config keys and the official model-zoo YAML mirrors under configs/mask2former, configs/maskformer."""
-from pathlib import Path
 
 import pytest
 from detectron2.config import get_cfg
@@ -9,8 +8,9 @@ from d2_common.config import (
     CONFIG_FAMILY_REGISTRY, assemble_config, build_cfg, config_tree, detect_family, registered_families,
 )
 from maskformer_d2 import add_mask_former_config, add_maskformer2_config
+from tests.helpers.paths import REPO as REPOSITORY
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = REPOSITORY
 KEYS = REPO / "tests" / "fixtures" / "keys"
 M2F_YAMLS = sorted((REPO / "configs" / "mask2former").rglob("*.yaml"))
 MF_YAMLS = sorted((REPO / "configs" / "maskformer").rglob("*.yaml"))

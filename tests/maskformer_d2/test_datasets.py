@@ -19,9 +19,10 @@ from maskformer_d2.data.datasets import (
 )
 from maskformer_d2.data.datasets.categories import ADE20K_150_THING_IDS
 
-from ._fixtures import id2rgb, reregister, save_jpg, save_png, write_json
+from tests.helpers.dataset_files import id2rgb, reregister, save_jpg, save_png, write_json
+from tests.helpers.paths import REPO as REPOSITORY
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = str(REPOSITORY)
 
 
 def _prepare(script, root):

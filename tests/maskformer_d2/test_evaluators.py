@@ -23,7 +23,7 @@ from detectron2.structures import Boxes, Instances
 
 from maskformer_d2.evaluation import InstanceSegEvaluator, PanopticQualityEvaluator
 
-from ._fixtures import id2rgb, save_png, write_json
+from tests.helpers.dataset_files import id2rgb, save_png, write_json
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 unmodified official code; see tests/fixtures/m2f_head/README.md)."""
 import json
 import logging
-from pathlib import Path
 
 import pytest
 import torch
@@ -12,8 +11,9 @@ from detectron2.modeling import build_sem_seg_head
 from detectron2.projects.deeplab import add_deeplab_config
 
 from maskformer_d2 import add_mask_former_config, add_maskformer2_config
+from tests.helpers.paths import FIXTURES
 
-FIX = Path(__file__).resolve().parents[1] / "fixtures"
+FIX = FIXTURES
 ATOL = RTOL = 1e-5
 R50_SHAPES = {"res2": (256, 4), "res3": (512, 8), "res4": (1024, 16), "res5": (2048, 32)}
 FEATURE_SIZES = {"res2": (32, 40), "res3": (16, 20), "res4": (8, 10), "res5": (4, 5)}

@@ -17,7 +17,7 @@ from maskformer_d2.data.dataset_mappers import (
     MaskFormerSemanticDatasetMapper,
 )
 
-from ._fixtures import id2rgb, save_jpg, save_png, two_class_semantic
+from tests.helpers.dataset_files import id2rgb, save_jpg, save_png, two_class_semantic
 
 
 def _pan_record(tmp_path, h=20, w=30):

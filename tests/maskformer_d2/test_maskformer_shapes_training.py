@@ -17,8 +17,9 @@ import subprocess
 import sys
 
 import pytest
+from tests.helpers.paths import REPO as REPOSITORY
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = str(REPOSITORY)
 SHAPES_CONFIGS = os.path.join(REPO, "configs", "shapes")
 
 # Chance on shapes_panoptic_val (docs/results_shapes.md): every pixel "grass" (the majority class)

@@ -5,14 +5,15 @@ give exactly the keys, key order and shapes of ``<name>.json`` (recorded from th
 code), which is what loading official checkpoints with ``strict=True`` needs.
 """
 import json
-from pathlib import Path
 
 import pytest
 import torch
 from detectron2.modeling import build_model
 
 from d2_common.config import build_cfg
-KEYS_DIR = Path(__file__).resolve().parent.parent / "fixtures" / "keys"
+from tests.helpers.paths import FIXTURES
+
+KEYS_DIR = FIXTURES / "keys"
 # The six models of the reference README §11 (folder shared with the head tests).
 NAMES = [
     "m2f_ade20k_semantic_R50",
@@ -53,7 +54,7 @@ def test_state_dict_keys_order_shapes(name):
     aux = [f"_{i}" for i in range(mf.DEC_LAYERS - 1)]
     assert sorted(criterion.weight_dict) == sorted(f"loss_{n}{s}" for n in ("ce", "mask", "dice") for s in [""] + aux)
     if name.startswith("mf_"):
-        assert (criterion.num_points, criterion.mask_loss_type, criterion.matcher.cost_class) == (0, "focal", 1)
+        assert (criterion.num_points, criterion.mask_loss_type, criterion.matcher.cost_class) == (None, "focal", 1)  # full resolution
         assert criterion.weight_dict["loss_ce"] == 1 and not model.panoptic_requires_mask_prob
     else:
         assert criterion.num_points == criterion.matcher.num_points == 12544

@@ -2,11 +2,11 @@
 what configs/OFFICIAL_SOURCES.md records: same sha256, every YAML listed, upstream path = local path."""
 import hashlib
 import re
-from pathlib import Path
 
 import pytest
+from tests.helpers.paths import REPO as REPOSITORY
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = REPOSITORY
 MANIFEST = REPO / "configs" / "OFFICIAL_SOURCES.md"
 FOLDERS = {"mask2former": "facebookresearch/Mask2Former", "maskformer": "facebookresearch/MaskFormer"}
 # | `configs/<family>/<rel>` | <upstream repo> | `<upstream path>` | <repo@commit> | <check> | `<sha256>` |

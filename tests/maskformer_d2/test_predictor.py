@@ -4,7 +4,6 @@ Official R50 panoptic configs (tests/fixtures/keys) shrunk like the reference he
 fixtures (64 channels, 16 queries, 10 classes) on a ResNet-18, small test resolution, random
 weights.
 """
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,8 +14,9 @@ from detectron2.engine import DefaultPredictor
 from detectron2.projects.deeplab import add_deeplab_config
 
 from maskformer_d2 import add_mask_former_config, add_maskformer2_config
+from tests.helpers.paths import FIXTURES
 
-KEYS_DIR = Path(__file__).resolve().parent.parent / "fixtures" / "keys"
+KEYS_DIR = FIXTURES / "keys"
 DATASET = "maskformer_test_predictor_10cls"
 THINGS = [0, 1, 2, 3, 8]
 

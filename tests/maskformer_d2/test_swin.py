@@ -1,6 +1,5 @@
 """D2SwinTransformer: official checkpoint layout, output strides/channels, window attention math."""
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -17,8 +16,9 @@ from maskformer_d2.modeling.backbone.swin import (
     window_gather_index,
     window_partition,
 )
+from tests.helpers.paths import REPO as REPOSITORY
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = REPOSITORY
 SWIN_T = REPO / "configs/mask2former/coco/panoptic-segmentation/swin/maskformer2_swin_tiny_bs16_50ep.yaml"
 KEYS = REPO / "tests/fixtures/keys/m2f_coco_panoptic_swin_tiny.json"
 

@@ -7,7 +7,6 @@ expression; a non-str -> ``TypeError``; unknown / non-ASCII words, emoji between
 characters inside words and very long text -> a defined fixed-length result.
 """
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,8 +18,9 @@ from restr_d2.config import add_restr_config
 from restr_d2.data.dataset_mappers import ReferringDatasetMapper
 from restr_d2.engine import ReferringPredictor
 from restr_d2.modeling.language import HFLanguageEncoder, WordTokenizer
+from tests.helpers.paths import FIXTURES as ALL_FIXTURES
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "restr_small"
+FIXTURES = ALL_FIXTURES / "restr_small"
 T = 20
 
 REJECTED = {

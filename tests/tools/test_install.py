@@ -3,8 +3,9 @@ import importlib.util
 import subprocess
 import sys
 from pathlib import Path
+from tests.helpers.paths import REPO as REPOSITORY
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = REPOSITORY
 
 
 def _load(name):

@@ -4,11 +4,11 @@ name exists."""
 import importlib
 import re
 import subprocess
-from pathlib import Path
 
 import pytest
+from tests.helpers.paths import REPO as REPOSITORY
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = REPOSITORY
 TOOLS = sorted(p for p in (REPO / "tools").rglob("*.py") if p.name != "__init__.py")
 
 

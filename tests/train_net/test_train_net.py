@@ -7,9 +7,10 @@ import sys
 
 import numpy as np
 
-from ._fixtures import save_jpg, save_png
+from tests.helpers.dataset_files import save_jpg, save_png
+from tests.helpers.paths import REPO as REPOSITORY
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = str(REPOSITORY)
 CONFIG = os.path.join(REPO, "configs", "shapes", "semantic_fpn_R18_tiny.yaml")
 
 

@@ -8,8 +8,9 @@ import sys
 import time
 
 import torch
+from tests.helpers.paths import REPO as REPOSITORY
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = str(REPOSITORY)
 CONFIG = os.path.join(REPO, "configs", "shapes", "segmenter_mask.yaml")
 OPTS = ["SOLVER.MAX_ITER", "40", "SOLVER.CHECKPOINT_PERIOD", "5", "SOLVER.IMS_PER_BATCH", "2",
         "DATASETS.TEST", "()", "SEED", "3"]

@@ -17,8 +17,9 @@ from d2_common.config_checks import (
     suggest_keys,
 )
 from d2_common.validation import add_validation_config
+from tests.helpers.paths import REPO as REPOSITORY
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = str(REPOSITORY)
 
 
 @pytest.fixture(scope="module")

@@ -21,8 +21,9 @@ from d2_common.config import (
     evaluate_size_expression,
     registered_families,
 )
+from tests.helpers.paths import REPO as REPOSITORY
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = REPOSITORY
 CONFIGS = REPO / "configs"
 KEYS = REPO / "tests" / "fixtures" / "keys"
 M2F_YAMLS = sorted((CONFIGS / "mask2former").rglob("*.yaml"))

@@ -5,15 +5,14 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
 
 from d2_common.resume import CorruptCheckpointError, ResilientCheckpointer
+from tests.helpers.paths import REPO
 
-HERE = Path(__file__).resolve().parent
-SCRIPT = HERE / "toy_training.py"
+SCRIPT = REPO / "tests" / "helpers" / "toy_training.py"
 
 
 def run_toy(out, max_iter, *args, check=True):

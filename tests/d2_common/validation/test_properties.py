@@ -1,6 +1,5 @@
 """Property-based tests (hypothesis): the referring mapper on any image size / aspect, the
 tokenizers on any unicode text, and the MaskFormer inference post-processing on any logits."""
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,8 +15,9 @@ from maskformer_d2.modeling.postprocessing import (
 from restr_d2.data.dataset_mappers import ReferringDatasetMapper
 from restr_d2.modeling.language import HFLanguageEncoder, WordTokenizer, check_sentence
 from restr_d2.modeling.restr.resize import crop_and_resize
+from tests.helpers.paths import FIXTURES as ALL_FIXTURES
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "restr_small"
+FIXTURES = ALL_FIXTURES / "restr_small"
 T = 12
 PROPS = settings(max_examples=40, deadline=None, derandomize=True, database=None,
                  suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])

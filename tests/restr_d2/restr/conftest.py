@@ -10,6 +10,7 @@ from detectron2.config import get_cfg
 import restr_d2  # noqa: F401  (registers ReSTR)
 from restr_d2.config import add_restr_config
 from restr_d2.modeling.restr import ReSTR
+from tests.helpers.paths import FIXTURES
 
 ATOL = RTOL = 1e-5
 
@@ -76,7 +77,7 @@ def official_state_dict(fixtures_dir):
 def restr_fixtures(request):
     from pathlib import Path
 
-    root = Path(__file__).resolve().parent.parent / "fixtures"
+    root = FIXTURES
     io = _load(root / "restr_small" / "io.pt")
     images_u8 = io["pixels_u8_hwc"].permute(0, 3, 1, 2).contiguous()
     return {

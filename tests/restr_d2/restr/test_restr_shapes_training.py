@@ -17,8 +17,9 @@ import subprocess
 import sys
 
 import pytest
+from tests.helpers.paths import REPO as REPOSITORY
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = str(REPOSITORY)
 RESTR_SHAPES = os.path.join(REPO, "configs", "shapes", "restr_shapes.yaml")
 METRIC_KEYS = {"num_samples", "oIoU", "mIoU", "Prec@0.5", "Prec@0.6", "Prec@0.7", "Prec@0.8", "Prec@0.9"}
 

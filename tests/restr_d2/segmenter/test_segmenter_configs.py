@@ -1,5 +1,4 @@
 """The Segmenter YAMLs merge into the full config and build; the shapes config trains."""
-from pathlib import Path
 
 import pytest
 import torch
@@ -9,8 +8,9 @@ from detectron2.projects.deeplab import add_deeplab_config
 import maskformer_d2
 import restr_d2
 from restr_d2.modeling.segmenter import Segmenter
+from tests.helpers.paths import REPO as REPOSITORY
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = REPOSITORY
 ZOO = sorted((ROOT / "configs" / "segmenter").glob("*/seg_*.yaml"))
 SHAPES = sorted((ROOT / "configs" / "shapes").glob("segmenter_*.yaml"))
 

@@ -9,7 +9,7 @@ from restr_d2.modeling.backbone import VisionTransformer
 from restr_d2.modeling.backbone.timm_convert import convert_timm_vit, jax_vit_to_timm
 from restr_d2.modeling.segmenter import Segmenter, SegmenterCheckpointer, convert_official_segmenter
 from restr_d2.modeling.segmenter.checkpoint import ENCODER_ONLY_FLAG
-from segmenter_testutils import KEYS, fixture_cfg, inputs, load_reference_model, max_diff, reference_weights
+from tests.helpers.segmenter_reference import KEYS, fixture_cfg, inputs, load_reference_model, max_diff, reference_weights
 
 
 def _cfg_from_official(net_kwargs):

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from restr_d2.modeling.backbone import pad_to_patch_multiple
 from restr_d2.modeling.segmenter import resize_short_side, sliding_window_inference, window_anchors
-from segmenter_testutils import ATOL, RTOL, inputs, load_reference_model, max_diff, outputs
+from tests.helpers.segmenter_reference import ATOL, RTOL, inputs, load_reference_model, max_diff, outputs
 
 CASES = [(h, w) for h in ("mask", "linear") for w in ("init", "nontrivial")]
 

@@ -11,8 +11,9 @@ import subprocess
 import sys
 
 import pytest
+from tests.helpers.paths import REPO as REPOSITORY
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = str(REPOSITORY)
 CONFIG = os.path.join(REPO, "configs", "shapes", "segmenter_mask.yaml")
 
 

@@ -1,15 +1,15 @@
 """Plain ViT variants, the detectron2 backbone wrapper and the converter CLI."""
 from functools import partial
-from pathlib import Path
 
 import pytest
 import torch
 
 from restr_d2.modeling.backbone import D2PlainViT, VisionTransformer
 from restr_d2.modeling.segmenter import Segmenter, SegmenterCheckpointer
-from segmenter_testutils import fixture_cfg, max_diff, reference_weights
+from tests.helpers.segmenter_reference import fixture_cfg, max_diff, reference_weights
+from tests.helpers.paths import REPO as REPOSITORY
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = REPOSITORY
 
 
 @pytest.mark.parametrize("patch,distilled", [(8, False), (32, False), (16, True)])
