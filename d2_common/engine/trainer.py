@@ -53,10 +53,12 @@ class CPUAutocastTrainer(SimpleTrainer):
 
 
 class Trainer(ResilientTrainerMixin, DefaultTrainer):
-    """detectron2 ``DefaultTrainer`` with the MaskFormer-family choices:
+    """detectron2 ``DefaultTrainer`` for every family, each choice picked by name from the config:
 
-    * train mapper from ``INPUT.DATASET_MAPPER_NAME`` (empty: detectron2's ``DatasetMapper``);
-    * evaluators from the test set's ``evaluator_type`` and ``MODEL.MASK_FORMER.TEST.*_ON``;
+    * train mapper by ``INPUT.DATASET_MAPPER_NAME`` from ``DATASET_MAPPER_REGISTRY`` (empty:
+      detectron2's ``DatasetMapper``);
+    * evaluators by the test set's ``evaluator_type`` from ``EVALUATOR_REGISTRY`` (filled by the
+      plugins), told which outputs the model gives by its meta-architecture's ``eval_tasks``;
     * SGD/AdamW with backbone multiplier, weight-decay rules, full-model gradient clipping;
     * ``WarmupPolyLR``; semantic TTA; AMP on CUDA, optional bf16 autocast on CPU;
     * and from :class:`ResilientTrainerMixin`: atomic checkpoints with optimizer and RNG state,
