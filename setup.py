@@ -10,9 +10,9 @@ setup(
     name="restr-d2",
     version="0.1.0",
     description="Transformer segmentation (MaskFormer, Mask2Former, Segmenter, ReSTR) for detectron2",
-    # tools: the toolbox's packages (tools.benchmark, tools.convert, ...), so that a tool imports
-    # its sibling modules as a package from wherever it is run
-    packages=find_packages(include=("restr_d2*", "maskformer_d2*", "d2_common*", "tools", "tools.*")),
+    # tools, demo: the toolbox's packages (tools.benchmark, tools.convert, ...) and the demos, so
+    # that a tool imports its sibling modules as a package from wherever it is run
+    packages=find_packages(include=("restr_d2*", "maskformer_d2*", "d2_common*", "tools", "tools.*", "demo")),
     python_requires=">=3.10",
     install_requires=[],  # see requirements/requirements.txt; detectron2 is installed separately
     # d2_common.config.load_plugins() imports these: the core finds its plugins without naming them
