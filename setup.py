@@ -17,4 +17,9 @@ setup(
     install_requires=[],  # see requirements/requirements.txt; detectron2 is installed separately
     # d2_common.config.load_plugins() imports these: the core finds its plugins without naming them
     entry_points={"restr_d2.plugins": ["maskformer_d2 = maskformer_d2", "restr_d2 = restr_d2"]},
+    extras_require={
+        # ONNX export and the onnxruntime predictor (tools/export/export_onnx.py, d2_common/export);
+        # `make install` installs them too (requirements/requirements.txt)
+        "export": ["onnx==1.23.2", "onnxruntime==1.32.0", "onnxscript==0.7.2"],
+    },
 )

@@ -10,7 +10,8 @@ Without GPUs, ``--num-gpus N`` starts N CPU processes joined by gloo.
 import logging
 import os
 
-from detectron2.engine import default_argument_parser, default_setup
+import d2_common  # noqa: F401  (first: imports detectron2 without its torch.jit.script warnings)
+from detectron2.engine import default_argument_parser
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
@@ -23,6 +24,7 @@ from d2_common.config_checks import check_config, load_weights_checked
 from d2_common.engine import launch
 from d2_common.resume import ResilientCheckpointer
 from d2_common.engine.trainer import Trainer
+from d2_common.engine.run_setup import default_setup_plain, log_device
 
 logger = logging.getLogger("restr_d2.train_net")
 
@@ -31,9 +33,10 @@ def setup(args):
     cfg = load_config(args.config_file, args.opts)
     # datasets registered, NUM_CLASSES vs dataset metadata, MODEL.WEIGHTS exists
     check_config(cfg, check_weights=not args.resume)
-    default_setup(cfg, args)
+    default_setup_plain(cfg, args)  # default_setup, with no ANSI codes in log.txt
     for name in ("maskformer_d2", "restr_d2", "d2_common"):
         setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name=name)
+    log_device(cfg, logger)
     return cfg
 
 

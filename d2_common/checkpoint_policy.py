@@ -207,7 +207,9 @@ def load_model_weights(model: nn.Module, path: str, *, policy: str = "complete",
         return None
     check_weights_file(path)
     checkpointer = checkpointer if checkpointer is not None else SafeDetectionCheckpointer(model)
-    checkpoint = checkpointer._load_file(path)
+    from .resume.checkpointer import read_checkpoint_file  # one reader, one error (CorruptCheckpointError)
+
+    checkpoint = read_checkpoint_file(checkpointer._load_file, path)
     file_keys = list(checkpoint.get("model", {}).keys()) if isinstance(checkpoint, dict) else []
     iteration = checkpoint.get("iteration") if isinstance(checkpoint, dict) else None
     with weights_policy(model, "off"):

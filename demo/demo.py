@@ -6,6 +6,7 @@
     python demo/demo.py --config-file configs/shapes/restr_shapes.yaml --input img.jpg \\
         --text "the red circle" --output out/ --opts MODEL.WEIGHTS model.pth
     python demo/demo.py --config-file ... --video-input clip.mp4 --output out.mp4
+    python demo/demo.py --config-file CFG --onnx model.onnx --input img.jpg --output out/   # onnxruntime
 
 ``--input`` takes files, glob patterns and folders. Each image is written as
 ``<output>/<stem>.png`` (``--output`` may also be one ``.png``/``.jpg`` file for one image);
@@ -27,18 +28,25 @@ for _p in (os.path.dirname(_DEMO_DIR), _DEMO_DIR):
 
 import cv2  # noqa: E402
 
-from detectron2.data.detection_utils import read_image  # noqa: E402
+import d2_common  # noqa: E402,F401  (first: imports detectron2 without its torch.jit.script warnings)
+
 from detectron2.utils.logger import setup_logger  # noqa: E402
 
 from predictor import TASKS, VisualizationDemo, is_referring_config  # noqa: E402
 from d2_common.config import load_config  # noqa: E402
+from d2_common.validation import BadRecordError, image_reader_kwargs, read_image_checked  # noqa: E402
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 logger = logging.getLogger("restr_d2.demo")
 
 
 def setup_cfg(args):
-    return load_config(args.config_file, args.opts or [])
+    cfg = load_config(args.config_file, args.opts or [])
+    if not cfg.MODEL.WEIGHTS:
+        # weights that are given must cover the whole model (checked when they load); none at all
+        # is allowed for trying the pipeline, and said loudly
+        logger.warning("MODEL.WEIGHTS is empty: drawing the predictions of a randomly initialised model")
+    return cfg
 
 
 def get_parser():
@@ -63,6 +71,11 @@ def get_parser():
         "--task", choices=TASKS, default="auto",
         help="which output to draw when the model gives several (auto: panoptic if present, "
              "else semantic + instances)",
+    )
+    parser.add_argument(
+        "--onnx", metavar="MODEL.onnx", default=None,
+        help="run the network from this ONNX graph (tools/export/export_onnx.py of the same config) in "
+             "onnxruntime instead of PyTorch; MODEL.WEIGHTS is then not read",
     )
     parser.add_argument(
         "--opts", default=[], nargs=argparse.REMAINDER,
@@ -110,23 +123,56 @@ def _write(path, vis_image):
         raise OSError(f"Could not write {path!r}")
 
 
-def run_images(demo, args):
+class InputsFailed(SystemExit):
+    """Some inputs could not be processed (the others were): exits with status 1 and the list
+    of failures; ``results`` holds what was written, ``failures`` (path, reason) pairs."""
+
+    def __init__(self, results, failures):
+        lines = "\n".join(f"  {p}: {reason}" for p, reason in failures)
+        super().__init__(f"{len(failures)} input(s) failed:\n{lines}")
+        self.results, self.failures = results, failures
+
+
+def run_images(demo, args, reader_kwargs=None):
+    """Visualize every input; one that fails (unreadable image, ...) is logged and listed at the
+    end, and the others go on (``InputsFailed``, exit status 1, when any failed)."""
     paths = expand_inputs(args.input)
     texts = args.text or [None]
-    results = []
+    results, failures = [], []
+    # usage errors (several inputs into one --output file) stop before any work
+    outputs = {path: output_paths(path, args.output, len(paths), len(args.text or [])) for path in paths}
     for path in paths:
-        image = read_image(path, format="BGR")
-        for text, out_path in zip(texts, output_paths(path, args.output, len(paths), len(args.text or []))):
-            start = time.time()
-            predictions, vis = demo.run_on_image(image, text)
-            _write(out_path, vis)
-            n_inst = len(predictions["instances"]) if "instances" in predictions else None
-            logger.info(
-                f"{path}{f' [{text!r}]' if text else ''}: "
-                + (f"{n_inst} instances, " if n_inst is not None else "")
-                + f"{time.time() - start:.2f}s -> {out_path}"
-            )
-            results.append((out_path, predictions))
+        try:
+            # the reader of training and evaluation: same pixels (16-bit, EXIF), named errors
+            image = read_image_checked(path, "BGR", **(reader_kwargs or {}))
+            for text, out_path in zip(texts, outputs[path]):
+                start = time.time()
+                predictions, vis = demo.run_on_image(image, text)
+                _write(out_path, vis)
+                drawn = demo.drawn_tasks(predictions)
+                counts = []
+                segments = predictions["panoptic_seg"][1] if "panoptic" in drawn else None
+                if segments is not None:
+                    counts.append(f"{len(segments)} panoptic segments drawn")
+                if "instance" in drawn:
+                    counts.append(f"{len(predictions['instances'])} instances drawn")
+                notes = getattr(demo, "last_notes", [])
+                logger.info(
+                    f"{path}{f' [{text!r}]' if text else ''}: "
+                    + "".join(f"{c}, " for c in counts)
+                    + "".join(f"{n}, " for n in notes)
+                    + f"{time.time() - start:.2f}s -> {out_path}"
+                )
+                results.append((out_path, predictions))
+        except (BadRecordError, OSError, RuntimeError, MemoryError) as e:
+            # a bad input (unreadable, too large, out of memory) must not stop the others; all are
+            # listed at the end. Usage errors (ValueError: --task, --text, ...) stop at once.
+            reason = f"{e.detail} [{e.reason}]" if isinstance(e, BadRecordError) else f"{type(e).__name__}: {e}"
+            logger.error(f"{path}: {reason}")
+            failures.append((path, reason))
+    if failures:
+        logger.error(f"{len(failures)} of {len(paths)} input(s) failed, {len(results)} visualization(s) written")
+        raise InputsFailed(results, failures)
     return results
 
 
@@ -170,10 +216,11 @@ def main(argv=None):
         )
     if is_referring_config(cfg) and not args.text:
         raise ValueError(f"{cfg.MODEL.META_ARCHITECTURE} is a referring model: give the sentence with --text")
-    demo = VisualizationDemo(cfg, confidence_threshold=args.confidence_threshold, task=args.task)
+    demo = VisualizationDemo(cfg, confidence_threshold=args.confidence_threshold, task=args.task,
+                             onnx_path=args.onnx)
     if args.video_input:
         return run_video(demo, args)
-    return run_images(demo, args)
+    return run_images(demo, args, image_reader_kwargs(cfg))
 
 
 if __name__ == "__main__":

@@ -75,6 +75,17 @@ def instance_label_metadata(metadata, num_classes):
     return joint
 
 
+def _draw_notes(vis, notes):
+    """Write ``notes`` (one line each) in white on a dark band at the bottom of ``vis``."""
+    h, w = vis.height, vis.width
+    font_size = max(4.0, min(h / 18, w / (0.62 * max(len(n) for n in notes))))
+    for k, note in enumerate(reversed(notes)):
+        y = h - (k + 1) * 1.5 * font_size
+        vis.ax.text(3, y, note, size=font_size * vis.scale, family="sans-serif", color="white",
+                    verticalalignment="top", horizontalalignment="left", zorder=10,
+                    bbox={"facecolor": "black", "alpha": 0.6, "pad": 0.7, "edgecolor": "none"})
+
+
 class VisualizationDemo:
     """``run_on_image(image_bgr, text=None)`` -> ``(predictions, VisImage)``.
 
@@ -86,9 +97,12 @@ class VisualizationDemo:
             "instance", or "auto" (panoptic if present, else semantic and instances together,
             like the official Mask2Former demo).
         instance_mode (ColorMode): colouring of the Visualizer.
+        onnx_path (str): run the network from this ONNX graph in onnxruntime
+            (``d2_common.export.ONNXPredictor``, same outputs) instead of PyTorch.
     """
 
-    def __init__(self, cfg, *, confidence_threshold=0.5, task="auto", instance_mode=ColorMode.IMAGE):
+    def __init__(self, cfg, *, confidence_threshold=0.5, task="auto", instance_mode=ColorMode.IMAGE,
+                 onnx_path=None):
         if task not in TASKS:
             raise ValueError(f"Unknown task {task!r}; choose one of {TASKS}")
         self.cfg = cfg
@@ -98,7 +112,12 @@ class VisualizationDemo:
         self.metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0] if len(cfg.DATASETS.TEST) else "__unused")
         self.instance_metadata = instance_label_metadata(self.metadata, cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES)
         self.referring = is_referring_config(cfg)
-        if self.referring:
+        if onnx_path:
+            from d2_common.export.predictor import ONNXPredictor
+
+            logger.info(f"network in onnxruntime from {onnx_path} (--onnx)")
+            self.predictor = ONNXPredictor(onnx_path, cfg)
+        elif self.referring:
             self.predictor = _referring_predictor_class()(cfg)
         else:
             self.predictor = DefaultPredictor(cfg)
@@ -118,11 +137,40 @@ class VisualizationDemo:
                 f"{self.cfg.MODEL.META_ARCHITECTURE} does not take a sentence"
             )
         predictions = self.predictor(image_bgr)
+        self._num_raw_instances = len(predictions["instances"]) if "instances" in predictions else None
         if "instances" in predictions:
             predictions["instances"] = filter_instances(
                 predictions["instances"].to("cpu"), self.confidence_threshold
             )
         return predictions
+
+    def notes(self, raw_predictions, predictions):
+        """What the demo hides or what is empty, for the log and (shorter) for the picture:
+        instances removed by ``confidence_threshold``, an empty referring mask.
+        Returns [(log text, picture text)]."""
+        notes = []
+        if self.referring:
+            if not bool(predictions["mask"].any()):
+                threshold, highest = self.predictor.mask_threshold, float(predictions["prob"].max())
+                notes.append((f"empty mask: no pixel has probability > {threshold:g} (highest {highest:.2f})",
+                              f"empty mask (max prob {highest:.2f} <= {threshold:g})"))
+        elif "panoptic" in self.drawn_tasks(predictions) and predictions["panoptic_seg"][1] == []:
+            test = self.cfg.MODEL.get("MASK_FORMER", {}).get("TEST", {})
+            score, overlap = test.get("OBJECT_MASK_THRESHOLD", None), test.get("OVERLAP_THRESHOLD", None)
+            notes.append(("no panoptic segment kept" + (
+                f" (MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD={score:g}, OVERLAP_THRESHOLD={overlap:g})"
+                if score is not None and overlap is not None else ""), "no segment kept"))
+        elif "instance" in self.drawn_tasks(predictions) and raw_predictions is not None:
+            total, kept = raw_predictions, len(predictions["instances"])
+            if kept < total:
+                notes.append((f"{total - kept} of {total} instances scored below {self.confidence_threshold:g} "
+                              "(--confidence-threshold), not drawn",
+                              f"{total - kept}/{total} instances < {self.confidence_threshold:g} hidden"))
+        return notes
+
+    def drawn_tasks(self, predictions):
+        """Which of "panoptic", "semantic", "instance" ``draw`` shows for ``predictions``."""
+        return () if self.referring else self._task_of(predictions)
 
     def _task_of(self, predictions):
         if self.task != "auto":
@@ -174,8 +222,15 @@ class VisualizationDemo:
         return vis
 
     def run_on_image(self, image_bgr, text=None):
+        """-> (predictions, VisImage); ``self.last_notes`` says what was filtered or is empty
+        (also written at the bottom of the picture)."""
         predictions = self.predict(image_bgr, text)
-        return predictions, self.draw(image_bgr, predictions, text)
+        notes = self.notes(getattr(self, "_num_raw_instances", None), predictions)
+        self.last_notes = [long for long, _ in notes]
+        vis = self.draw(image_bgr, predictions, text)
+        if notes:
+            _draw_notes(vis, [short for _, short in notes])
+        return predictions, vis
 
     def run_on_video(self, video, text=None):
         """Yields the visualized (H, W, 3) BGR frames of an opened ``cv2.VideoCapture``."""

@@ -1,6 +1,8 @@
 """The project's config entry point: ``build_cfg(config_file, opts)`` with family-scoped
 defaults, safe YAML reading, and file paths resolved relative to the YAML."""
-from .build import ProjectCfgNode, assemble_config, build_cfg, config_tree, load_config  # noqa: F401
+from .build import (  # noqa: F401
+    ProjectCfgNode, assemble_config, build_cfg, config_tree, get_config_file, load_config,
+)
 from .families import (  # noqa: F401
     CONFIG_FAMILY_REGISTRY,
     ConfigFamily,

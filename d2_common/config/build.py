@@ -11,6 +11,7 @@ The returned :class:`ProjectCfgNode` reads YAML safely (``yaml_loading``), resol
 relative to the YAML, and refuses to merge a YAML of another family into it.
 """
 import logging
+import os
 from typing import Dict, Iterable, List, Optional, Sequence, Type
 
 import torch
@@ -24,7 +25,7 @@ from .families import ConfigFamily, ConfigFamilyError, detect_family, registered
 from .safe_cfg import SafeCfgNode
 from .yaml_loading import load_yaml_with_base
 
-__all__ = ["ProjectCfgNode", "assemble_config", "build_cfg", "load_config", "config_tree"]
+__all__ = ["ProjectCfgNode", "assemble_config", "build_cfg", "load_config", "config_tree", "get_config_file"]
 
 logger = logging.getLogger(__name__)
 
@@ -196,6 +197,25 @@ def build_cfg(config_file: Optional[str] = None, opts: Optional[Sequence] = None
     merge_from_list_checked(cfg, opts)
     _resolve_device(cfg, yaml_value(tree, "MODEL.DEVICE"))
     return cfg
+
+
+_CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "configs")
+
+
+def get_config_file(config_path: str) -> str:
+    """Absolute path of ``configs/<config_path>`` of this project (like detectron2's
+    ``model_zoo.get_config_file``), so code runs from any directory:
+    ``build_cfg(get_config_file("shapes/restr_shapes.yaml"))``."""
+    path = os.path.join(_CONFIGS_DIR, config_path)
+    if not os.path.isfile(path):
+        import difflib
+
+        names = [os.path.relpath(os.path.join(d, f), _CONFIGS_DIR) for d, _, fs in os.walk(_CONFIGS_DIR)
+                 for f in fs if f.endswith(".yaml")]
+        close = difflib.get_close_matches(config_path, names, n=3, cutoff=0.6)
+        raise FileNotFoundError(f"no config {config_path!r} in {_CONFIGS_DIR}"
+                                + (f"; did you mean {' or '.join(close)}?" if close else ""))
+    return path
 
 
 def load_config(config_file: str, opts: Sequence = ()) -> ProjectCfgNode:

@@ -13,15 +13,33 @@ one detectron2 record per sentence (the "Referring" contract in docs/CONTRACTS.m
 import json
 import logging
 import os
+import pickle
 from typing import Dict, List, Optional
 
 from detectron2.data import MetadataCatalog
 from detectron2.structures import BoxMode
 from pycocotools import mask as mask_util
 
-from ..safe_pickle import safe_pickle_load
+from ..safe_pickle import UnsafePickleError, safe_pickle_load
+from ..validation.records import BAD_RECORD_KEY
 
 logger = logging.getLogger(__name__)
+
+__all__ = ["load_refer_json", "DatasetFileError", "BAD_RECORD_KEY"]
+
+
+class DatasetFileError(RuntimeError):
+    """A whole dataset file (refs pickle, instances.json) is unreadable: nothing to skip."""
+
+    def __init__(self, path: str, detail: str):
+        super().__init__(f"{path} {detail}")
+        self.path = path
+
+
+class _BadRef(Exception):
+    def __init__(self, reason: str, detail: str):
+        super().__init__(detail)
+        self.reason, self.detail = reason, detail
 
 
 def _missing(path: str, what: str) -> FileNotFoundError:
@@ -67,11 +85,20 @@ def load_refer_json(refer_dir: str, split_by: str, split: str, image_root: str,
             raise _missing(path, what)
     if not os.path.isdir(image_root):
         raise _missing(image_root, "Image folder")
-    # The official pickles were written by Python 2; their str are UTF-8 bytes. Plain data
-    # only: a pickle naming any other global is refused (UnsafePickleError), never run.
-    refs = safe_pickle_load(refs_path, encoding="utf-8")
-    with open(instances_path) as f:
-        instances = json.load(f)
+    try:
+        # The official pickles were written by Python 2; their str are UTF-8 bytes. Plain data
+        # only: a pickle naming any other global is refused (UnsafePickleError), never run.
+        refs = safe_pickle_load(refs_path, encoding="utf-8")
+    except UnsafePickleError:
+        raise  # names the file and the refused global: not "corrupt"
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError, IndexError) as e:
+        raise DatasetFileError(refs_path, f"cannot be unpickled ({type(e).__name__}: {e}); it is "
+                               "truncated or corrupt: extract or download it again") from e
+    try:
+        with open(instances_path) as f:
+            instances = json.load(f)
+    except ValueError as e:
+        raise DatasetFileError(instances_path, f"is not valid JSON ({e}); it is truncated or corrupt") from e
 
     cat_ids = sorted(c["id"] for c in instances["categories"])
     id_map = {cid: i for i, cid in enumerate(cat_ids)}
@@ -88,13 +115,37 @@ def load_refer_json(refer_dir: str, split_by: str, split: str, image_root: str,
     images = {im["id"]: im for im in instances["images"]}
     anns = {a["id"]: a for a in instances["annotations"]}
 
-    records = []
+    records, num_bad = [], 0
     for ref in selected:
-        img = images[ref["image_id"]]
-        ann = anns[ref["ann_id"]]
-        h, w = img["height"], img["width"]
+        img = images.get(ref["image_id"])
+        try:
+            if img is None:
+                raise _BadRef("missing_field", f"its image_id {ref['image_id']} is not in {instances_path}")
+            ann = anns.get(ref["ann_id"])
+            if ann is None:
+                raise _BadRef("missing_field", f"its ann_id {ref['ann_id']} is not in {instances_path}")
+            if ann["category_id"] not in id_map or ref["category_id"] not in id_map:
+                raise _BadRef("category_out_of_range", f"category {ref['category_id']} / {ann['category_id']} "
+                              f"is not among the categories of {instances_path}")
+            h, w = img["height"], img["width"]
+            try:
+                segmentation = _segmentation(ann["segmentation"], h, w, ann["id"], img["file_name"])
+            except ValueError as e:
+                raise _BadRef("degenerate_polygon", str(e)) from e
+        except _BadRef as e:
+            # one record per sentence, marked: the record checker (training, under
+            # DATALOADER.BAD_RECORD_POLICY) and the referring mapper reject it, naming the ref
+            num_bad += 1
+            for sent in ref["sentences"]:
+                records.append({
+                    "file_name": os.path.join(image_root, img["file_name"]) if img else instances_path,
+                    "image_id": ref["image_id"], "ref_id": ref["ref_id"], "ann_id": ref["ann_id"],
+                    "sent_id": sent["sent_id"], "sentence": sent["sent"],
+                    BAD_RECORD_KEY: (e.reason, f"ref {ref['ref_id']} of {refs_path}: {e.detail}"),
+                })
+            continue
         obj = {
-            "segmentation": _segmentation(ann["segmentation"], h, w, ann["id"], img["file_name"]),
+            "segmentation": segmentation,
             "bbox": list(ann["bbox"]),
             "bbox_mode": BoxMode.XYWH_ABS,
             "category_id": id_map[ann["category_id"]],
@@ -115,4 +166,8 @@ def load_refer_json(refer_dir: str, split_by: str, split: str, image_root: str,
             })
     logger.info("Loaded %d sentences of %d refs (split %s) from %s", len(records), len(selected),
                 split, refs_path)
+    if num_bad:
+        logger.warning("%d of %d refs of %s (split %s) cannot be used (their records are rejected or, with "
+                       "DATALOADER.BAD_RECORD_POLICY skip, skipped and counted in training)", num_bad,
+                       len(selected), refs_path, split)
     return records

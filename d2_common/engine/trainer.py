@@ -9,7 +9,6 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from detectron2.data import (
-    DatasetMapper,
     build_detection_test_loader,
     build_detection_train_loader,
 )
@@ -20,12 +19,13 @@ from detectron2.evaluation import verify_results  # noqa: F401  (re-exported for
 
 from ..resume import build_resumable_train_loader
 from ..safe_checkpoint import SafeDetectionCheckpointer
-from ..validation import BadRecordSummaryHook, checked_train_dataset_dicts, wrap_mapper
+from ..validation import BadRecordSummaryHook, CheckedDatasetMapper, checked_train_dataset_dicts, wrap_mapper
 from ..resume.trainer import ResilientTrainerMixin
 from .evaluators import build_evaluators
 from .lr_scheduler import build_lr_scheduler
 from .mapper_registry import build_dataset_mapper, build_test_mapper
 from .optimizer import build_optimizer
+from .progress import use_progress_writer
 from .tta import SemanticSegmentorWithTTA
 
 __all__ = ["Trainer", "CPUAutocastTrainer", "create_ddp_model"]
@@ -56,7 +56,7 @@ class Trainer(ResilientTrainerMixin, DefaultTrainer):
     """detectron2 ``DefaultTrainer`` for every family, each choice picked by name from the config:
 
     * train mapper by ``INPUT.DATASET_MAPPER_NAME`` from ``DATASET_MAPPER_REGISTRY`` (empty:
-      detectron2's ``DatasetMapper``);
+      detectron2's ``DatasetMapper`` with our checked image reader);
     * evaluators by the test set's ``evaluator_type`` from ``EVALUATOR_REGISTRY`` (filled by the
       plugins), told which outputs the model gives by its meta-architecture's ``eval_tasks``;
     * SGD/AdamW with backbone multiplier, weight-decay rules, full-model gradient clipping;
@@ -104,8 +104,8 @@ class Trainer(ResilientTrainerMixin, DefaultTrainer):
     def build_train_loader(cls, cfg, start_iter=0, seed=None):
         mapper = build_dataset_mapper(cfg, True) if cfg.INPUT.DATASET_MAPPER_NAME else None
         if mapper is None:
-            logger.info("INPUT.DATASET_MAPPER_NAME is empty: detectron2's DatasetMapper")
-            mapper = DatasetMapper(cfg, True)
+            logger.info("INPUT.DATASET_MAPPER_NAME is empty: detectron2's DatasetMapper (with our checked image reader)")
+            mapper = CheckedDatasetMapper(cfg, True)
         # bad records are skipped and counted, or fatal (DATALOADER.BAD_RECORD_POLICY)
         mapper = wrap_mapper(cfg, mapper, is_train=True)
         dataset = checked_train_dataset_dicts(cfg)
@@ -126,13 +126,17 @@ class Trainer(ResilientTrainerMixin, DefaultTrainer):
         )
 
     def build_hooks(self):
-        # logs how many training records were skipped, and why (DATALOADER.BAD_RECORD_POLICY)
-        return super().build_hooks() + [BadRecordSummaryHook(period=1000)]
+        # logs how many training records were skipped, and why (DATALOADER.BAD_RECORD_POLICY);
+        # progress lines at least every 30 s, and more often in short runs
+        hooks = use_progress_writer(super().build_hooks(), self.cfg.SOLVER.MAX_ITER)
+        return hooks + [BadRecordSummaryHook(period=1000)]
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
-        # the configured mapper when it maps test sets too (e.g. "referring"), else detectron2's
-        return build_detection_test_loader(cfg, dataset_name, mapper=build_test_mapper(cfg))
+        # the configured mapper when it maps test sets too (e.g. "referring"); else detectron2's
+        # test mapper, reading images as training does (same pixels, named errors)
+        mapper = build_test_mapper(cfg) or CheckedDatasetMapper(cfg, False)
+        return build_detection_test_loader(cfg, dataset_name, mapper=mapper)
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):

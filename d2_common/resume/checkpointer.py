@@ -23,12 +23,30 @@ class CorruptCheckpointError(RuntimeError):
         self.path = path
 
 
+def read_checkpoint_file(load_file, filename):
+    """``load_file(filename)`` (a checkpointer's ``_load_file``), with a damaged file reported as
+    :class:`CorruptCheckpointError` naming it: the one rule for training, ``--resume``,
+    ``--eval-only`` and the predictors. ``.pkl`` files (detectron2 / Detectron model-zoo
+    pickles) keep their own errors."""
+    if filename.endswith(".pkl"):
+        return load_file(filename)
+    try:
+        return load_file(filename)
+    except (CorruptCheckpointError, UnsafePickleError):
+        raise  # an unsafe file names the refused global; calling it corrupt would hide that
+    except Exception as e:  # torch raises several types for a damaged zip/pickle
+        raise CorruptCheckpointError(filename, f"{type(e).__name__}: {e}") from e
+
+
 def _atomic_write(path, write):
     """Write through a temp file in the same directory, fsync, then rename over `path`, so a
     kill at any moment leaves either the old file or the complete new one."""
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=directory)
     try:
+        # mkstemp creates the file 0600; a checkpoint gets the mode torch.save / open() would
+        # give it (0666 minus the umask), so that colleagues on a shared cluster can read it
+        os.fchmod(fd, 0o666 & ~_current_umask())
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -38,6 +56,37 @@ def _atomic_write(path, write):
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _current_umask():
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+# the temp files of _atomic_write: "<name>.<mkstemp's random part>.tmp" for checkpoints and
+# last_checkpoint; a kill between mkstemp and the rename leaves one behind
+_STALE_TMP = re.compile(r"^(?:.+\.pth|last_checkpoint)\.[A-Za-z0-9_]+\.tmp$")
+
+
+def remove_stale_temp_files(save_dir):
+    """Delete the partial checkpoint files an interrupted save left in ``save_dir`` (only names
+    of the form ``<checkpoint>.pth.<random>.tmp`` / ``last_checkpoint.<random>.tmp``); logs
+    what was removed and returns the paths."""
+    if not save_dir or "://" in save_dir or not os.path.isdir(save_dir):
+        return []
+    removed = []
+    for name in sorted(os.listdir(save_dir)):
+        path = os.path.join(save_dir, name)
+        if _STALE_TMP.match(name) and os.path.isfile(path):
+            size = os.path.getsize(path)
+            os.unlink(path)
+            removed.append((path, size))
+    if removed:
+        logger.warning(f"removed {len(removed)} partial checkpoint file(s) left by an interrupted save "
+                       f"({sum(s for _, s in removed) / 2**20:.1f} MiB): "
+                       + ", ".join(os.path.basename(p) for p, _ in removed))
+    return [p for p, _ in removed]
 
 
 def _iteration_of(filename):
@@ -63,6 +112,9 @@ class ResilientCheckpointer(SafeDetectionCheckpointer):
         super().__init__(model, save_dir, **checkpointables)
         self.weights_strict = weights_strict
         self.initial_weights_policy = initial_weights_policy
+        if self.save_to_disk:
+            # one process per output folder writes checkpoints: what it finds half-written is stale
+            remove_stale_temp_files(save_dir)
         self._policy = "complete"
         self._source = "checkpoint"
 
@@ -111,14 +163,7 @@ class ResilientCheckpointer(SafeDetectionCheckpointer):
         return checkpoint
 
     def _load_file(self, filename):
-        if filename.endswith(".pkl"):
-            return super()._load_file(filename)
-        try:
-            return super()._load_file(filename)
-        except UnsafePickleError:
-            raise  # names the file and the refused global; falling back would hide it
-        except Exception as e:  # torch raises several types for a damaged zip/pickle
-            raise CorruptCheckpointError(filename, f"{type(e).__name__}: {e}") from e
+        return read_checkpoint_file(lambda f: super(ResilientCheckpointer, self)._load_file(f), filename)
 
     def _readable_checkpoints(self):
         files = [f for f in self.get_all_checkpoint_files() if not f.endswith(".corrupt")]

@@ -67,6 +67,8 @@ class ResilientTrainerMixin:
 
     def resume_or_load(self, resume=True):
         super().resume_or_load(resume=resume)
+        if self.start_iter > 0:
+            self._follow_configured_max_iter()
         if self.start_iter > 0 and getattr(self, "supports_resumable_loader", False):
             loader = self.build_train_loader(self.cfg, start_iter=self.start_iter,
                                              seed=getattr(self, "_resumed_data_seed", None))
@@ -77,6 +79,31 @@ class ResilientTrainerMixin:
             # Creating a DataLoader iterator draws from the torch RNG: restore it again so the
             # next step sees the state the interrupted run had.
             restore_rng_state(self._resumed_rng_state)
+
+    def _follow_configured_max_iter(self):
+        """Resuming with another ``SOLVER.MAX_ITER`` (e.g. extending a finished run): the LR
+        schedule is the one of the configured ``MAX_ITER``. From the resumed iteration on, the LR
+        is what a run planned for the new length has at that iteration; the checkpoint's
+        scheduler state keeps only its position. (detectron2's ``WarmupPolyLR`` stores its
+        ``max_iters`` in the checkpoint; past it ``1 - iter / max_iters`` is negative and
+        ``math.pow`` fails with "math domain error".) Schedulers built on fvcore's
+        ``LRMultiplier`` already take ``MAX_ITER`` from the config."""
+        scheduler = getattr(self, "scheduler", None)
+        new_max = int(self.cfg.SOLVER.MAX_ITER)
+        for attr in ("max_iters", "_max_iter"):
+            old_max = getattr(scheduler, attr, None)
+            if old_max is None or int(old_max) == new_max:
+                continue
+            setattr(scheduler, attr, new_max)
+            lrs = scheduler._get_closed_form_lr() if hasattr(scheduler, "_get_closed_form_lr") else scheduler.get_lr()
+            for group, lr in zip(scheduler.optimizer.param_groups, lrs):
+                group["lr"] = lr
+            scheduler._last_lr = [g["lr"] for g in scheduler.optimizer.param_groups]
+            logger.warning(
+                f"resuming at iteration {self.start_iter} with SOLVER.MAX_ITER={new_max} (the checkpoint's "
+                f"schedule ended at {old_max}): the LR schedule now follows MAX_ITER={new_max}, "
+                f"lr {scheduler._last_lr[0]:.6g} at this iteration")
+            return
 
     def run_step(self):
         trainer = self._trainer

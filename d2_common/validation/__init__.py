@@ -9,6 +9,7 @@ from .config import (  # noqa: F401
 from .errors import (  # noqa: F401
     REASONS, BadRecordError, ImageReadError, ImageTooLargeError, MissingImageError,
 )
+from .dataset_mapper import CheckedDatasetMapper  # noqa: F401
 from .image_io import DEFAULT_MAX_IMAGE_PIXELS, read_image_checked  # noqa: F401
 from .records import (  # noqa: F401
     RecordChecker, check_panoptic_ids, check_sem_seg_labels, num_classes_from_metadata,

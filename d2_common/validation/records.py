@@ -37,11 +37,24 @@ __all__ = [
     "check_sem_seg_labels",
     "check_panoptic_ids",
     "num_classes_from_metadata",
+    "BAD_RECORD_KEY",
+    "raise_if_marked_bad",
 ]
 
 logger = logging.getLogger(__name__)
 
 POLICIES = ("fatal", "skip")
+# a loader that finds a record unusable (e.g. a referring expression whose annotation is absent)
+# still returns it, with (reason, detail) under this key: the checker and mappers reject it, so
+# DATALOADER.BAD_RECORD_POLICY decides and the skips are counted like every other bad record
+BAD_RECORD_KEY = "bad_record"
+
+
+def raise_if_marked_bad(record: Dict) -> None:
+    """The :class:`BadRecordError` a loader marked ``record`` with (``BAD_RECORD_KEY``)."""
+    if BAD_RECORD_KEY in record:
+        reason, detail = record[BAD_RECORD_KEY]
+        raise BadRecordError(record.get("file_name"), reason, detail)
 _ABS_MODES = (BoxMode.XYXY_ABS, BoxMode.XYWH_ABS)
 
 
@@ -101,6 +114,7 @@ class RecordChecker:
 
     # -- record ------------------------------------------------------------------------------
     def __call__(self, record: Dict) -> Dict:
+        raise_if_marked_bad(record)
         file_name = record.get("file_name")
         if not file_name:
             raise BadRecordError(None, "missing_field", f"record without 'file_name': {_short(record)}")

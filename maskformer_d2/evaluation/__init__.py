@@ -13,7 +13,8 @@ def _instance(cfg, dataset_name, output_folder):
 
 
 def _panoptic(cfg, dataset_name, output_folder):
-    return PanopticQualityEvaluator(dataset_name, output_folder, backend=cfg.EVAL.PANOPTIC_BACKEND)
+    return PanopticQualityEvaluator(dataset_name, output_folder, backend=cfg.EVAL.PANOPTIC_BACKEND,
+                                    bad_gt_policy=cfg.DATALOADER.get("BAD_RECORD_POLICY", "fatal"))
 
 
 def _semantic(cfg, dataset_name, output_folder):

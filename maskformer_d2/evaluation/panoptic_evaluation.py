@@ -3,6 +3,13 @@
 Predictions are written as COCO panoptic PNG + json and scored by a PQ kernel chosen
 explicitly: "hotcoco" (Rust, panopticapi-compatible ``pq_compute``) or "panopticapi" (the
 reference implementation, e.g. from the ``panopticapi-lite`` wheel).
+
+Ground truth is held to the same rule as in training: the ids of every ground-truth PNG must
+be exactly the ids of its ``segments_info``. Both PQ kernels silently ignore a PNG segment that
+``segments_info`` does not list (its pixels then count as void), which changes PQ without a
+word. With ``bad_gt_policy="fatal"`` (``DATALOADER.BAD_RECORD_POLICY``, the default) such a
+file is a :class:`BadRecordError` naming it and its ids; with ``"skip"`` its image is left out
+of PQ, logged, and counted beside the metrics (``skipped_images``).
 """
 import contextlib
 import io
@@ -22,6 +29,8 @@ from detectron2.utils import comm
 from detectron2.utils.file_io import PathManager
 
 from d2_common.data.panoptic_ids import id2rgb
+from d2_common.validation import BadRecordError, check_panoptic_ids, read_image_checked
+from d2_common.validation.records import POLICIES
 
 __all__ = ["PanopticQualityEvaluator", "pq_compute_fn", "PANOPTIC_BACKENDS"]
 
@@ -58,10 +67,14 @@ class PanopticQualityEvaluator(DatasetEvaluator):
     (-1 = void), as detectron2's panoptic models produce.
 
     Results: ``{"panoptic_seg": {"PQ", "SQ", "RQ", "PQ_th", "SQ_th", "RQ_th", "PQ_st",
-    "SQ_st", "RQ_st"}}``, in percent.
+    "SQ_st", "RQ_st"}}``, in percent; with ``bad_gt_policy="skip"`` also ``skipped_images``
+    (ground-truth images left out because their PNG ids do not match ``segments_info``).
     """
 
-    def __init__(self, dataset_name, output_dir=None, *, backend="hotcoco"):
+    def __init__(self, dataset_name, output_dir=None, *, backend="hotcoco", bad_gt_policy="fatal"):
+        if bad_gt_policy not in POLICIES:
+            raise ValueError(f"bad_gt_policy={bad_gt_policy!r} (DATALOADER.BAD_RECORD_POLICY); expected one of {POLICIES}")
+        self._bad_gt_policy = bad_gt_policy
         self._pq_compute = pq_compute_fn(backend)
         self._backend = backend
         self._metadata = MetadataCatalog.get(dataset_name)
@@ -112,6 +125,36 @@ class PanopticQualityEvaluator(DatasetEvaluator):
                 {"image_id": inp["image_id"], "file_name": file_name, "png_string": png, "segments_info": segments_info}
             )
 
+    def _check_ground_truth(self, json_data, gt_folder, image_ids):
+        """Ids of the evaluated images whose ground-truth PNG ids differ from their
+        ``segments_info`` (empty with "fatal", which raises instead)."""
+        bad = {}
+        for ann in json_data["annotations"]:
+            if ann["image_id"] not in image_ids:
+                continue
+            png = os.path.join(gt_folder, ann["file_name"])
+            pan = read_image_checked(png, "RGB").astype(np.int64)
+            try:
+                check_panoptic_ids(pan[..., 0] + 256 * pan[..., 1] + 65536 * pan[..., 2], ann["segments_info"], png)
+            except BadRecordError as e:
+                bad[ann["image_id"]] = e
+        if not bad:
+            return {}
+        shown = "\n  ".join(str(e) for e in list(bad.values())[:10])
+        more = f"\n  (and {len(bad) - 10} more)" if len(bad) > 10 else ""
+        if self._bad_gt_policy == "fatal":
+            raise BadRecordError(
+                None, "panoptic_id_mismatch",
+                f"{len(bad)} of {len(image_ids)} ground-truth panoptic PNGs of '{self._metadata.name}' "
+                f"do not match their segments_info ({self._metadata.panoptic_json}); PQ would silently "
+                f"count those segments as void:\n  {shown}{more}\nFix the files, or set "
+                "DATALOADER.BAD_RECORD_POLICY skip to leave these images out of PQ (counted).",
+            )
+        logger.warning(
+            f"[PanopticQualityEvaluator] leaving {len(bad)} of {len(image_ids)} images out of PQ "
+            f"(DATALOADER.BAD_RECORD_POLICY=skip): ground-truth PNG ids do not match segments_info:\n  {shown}{more}")
+        return bad
+
     def evaluate(self):
         comm.synchronize()
         predictions = list(itertools.chain(*comm.gather(self._predictions)))
@@ -125,6 +168,15 @@ class PanopticQualityEvaluator(DatasetEvaluator):
                     f.write(p.pop("png_string"))
             with open(gt_json) as f:
                 json_data = json.load(f)
+            bad = self._check_ground_truth(json_data, gt_folder, {p["image_id"] for p in predictions})
+            if bad:
+                # PQ over the other images only: both the ground truth and the predictions
+                json_data["annotations"] = [a for a in json_data["annotations"] if a["image_id"] not in bad]
+                json_data["images"] = [im for im in json_data["images"] if im["id"] not in bad]
+                gt_json = os.path.join(pred_dir, "ground_truth_checked.json")
+                with open(gt_json, "w") as f:
+                    json.dump(json_data, f)
+                predictions = [p for p in predictions if p["image_id"] not in bad]
             json_data["annotations"] = predictions
             pred_json = os.path.join(self._output_dir or pred_dir, "predictions.json")
             with PathManager.open(pred_json, "w") as f:
@@ -135,5 +187,8 @@ class PanopticQualityEvaluator(DatasetEvaluator):
         for key, name in (("All", ""), ("Things", "_th"), ("Stuff", "_st")):
             for m in ("pq", "sq", "rq"):
                 res[m.upper() + name] = 100 * pq_res[key][m]
-        logger.info(f"Panoptic evaluation ({self._backend}): " + ", ".join(f"{k} {v:.3f}" for k, v in res.items()))
+        if self._bad_gt_policy == "skip":
+            res["skipped_images"] = float(len(bad))
+        logger.info(f"Panoptic evaluation ({self._backend}) over {len(predictions)} images: "
+                    + ", ".join(f"{k} {v:.3f}" for k, v in res.items()))
         return OrderedDict({"panoptic_seg": res})

@@ -37,10 +37,16 @@ __all__ = [
 SpatialShapes = Union[torch.Tensor, Sequence[Tuple[int, int]]]
 
 
+def _as_size(v):
+    # A symbolic size (torch.export / ONNX export with dynamic height and width) stays
+    # symbolic: int() would freeze it to the example input's value.
+    return v if isinstance(v, torch.SymInt) else int(v)
+
+
 def _as_int_shapes(spatial_shapes: SpatialShapes) -> List[Tuple[int, int]]:
     if isinstance(spatial_shapes, torch.Tensor):
         return [(int(h), int(w)) for h, w in spatial_shapes.tolist()]
-    return [(int(h), int(w)) for h, w in spatial_shapes]
+    return [(_as_size(h), _as_size(w)) for h, w in spatial_shapes]
 
 
 def _check_core_inputs(value, shapes, sampling_locations, attention_weights):
@@ -358,6 +364,11 @@ class MSDeformAttn(nn.Module):
         self.value_proj = nn.Linear(d_model, d_model)
         self.output_proj = nn.Linear(d_model, d_model)
         self._reset_parameters()
+
+    def set_impl(self, impl: str) -> None:
+        """Switch the core (same weights, same results up to float summation order)."""
+        self._core = get_ms_deform_attn_core(impl)
+        self.impl = impl
 
     def _reset_parameters(self):
         # Offsets start on a ring: head h points in direction 2*pi*h/n_heads (scaled so the

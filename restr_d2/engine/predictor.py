@@ -43,6 +43,10 @@ class ReferringPredictor:
                                  policy="complete" if weights_strict_from_cfg(cfg) else "lenient")
         else:
             logger.warning("ReferringPredictor: MODEL.WEIGHTS is empty, using random weights")
+        self._setup_preprocessing(cfg)
+
+    def _setup_preprocessing(self, cfg) -> None:
+        """Pre/post-processing settings (shared with the ONNX predictor, which has no model)."""
         self.input_format = cfg.INPUT.FORMAT
         if self.input_format not in ("RGB", "BGR"):
             raise ValueError(f"INPUT.FORMAT must be RGB or BGR, got {self.input_format!r}")
@@ -69,6 +73,9 @@ class ReferringPredictor:
             raise ValueError(
                 "image must be an (H, W, 3) numpy array in BGR order (as cv2.imread returns), got "
                 f"{type(image_bgr).__name__} {getattr(image_bgr, 'shape', None)}"
+                + ("; cv2.imread returns None for a file it cannot read: "
+                   "d2_common.validation.read_image_checked(path, 'BGR') reads it as training does "
+                   "and names the file and the reason" if image_bgr is None else "")
             )
         if image_bgr.dtype != np.uint8:
             raise ValueError(f"image must be uint8 (0..255), got {image_bgr.dtype}")
@@ -91,14 +98,29 @@ class ReferringPredictor:
     def __call__(
         self, image_bgr: np.ndarray, sentences: Union[str, Sequence[str]]
     ) -> Union[Dict, List[Dict]]:
+        inputs = self.make_inputs(image_bgr, sentences)
+        with torch.no_grad():
+            outputs = self.model(inputs)
+        return self.format_outputs(outputs, sentences)
+
+    def make_inputs(self, image_bgr: np.ndarray, sentences: Union[str, Sequence[str]]) -> List[Dict]:
+        """The model's batched inputs: one dict per sentence, all holding the same image tensor
+        (so the model runs the vision encoder once)."""
         single = isinstance(sentences, str)
+        if not single and not (isinstance(sentences, (list, tuple))
+                               and all(isinstance(s, str) for s in sentences)):
+            given = type(sentences).__name__ if not isinstance(sentences, (list, tuple)) else (
+                f"a {type(sentences).__name__} holding "
+                + ", ".join(sorted({type(s).__name__ for s in sentences if not isinstance(s, str)})))
+            raise TypeError(f"sentences must be a str or a list of str, got {given}: {sentences!r:.100}")
         sentence_list = [sentences] if single else list(sentences)
         if not sentence_list:
             raise ValueError("no sentence given: pass a str or a non-empty list of str")
         base = self._preprocess(image_bgr)
-        inputs = [dict(base, sentence=s) for s in sentence_list]
-        with torch.no_grad():
-            outputs = self.model(inputs)
+        return [dict(base, sentence=s) for s in sentence_list]
+
+    def format_outputs(self, outputs: List[Dict], sentences: Union[str, Sequence[str]]) -> Union[Dict, List[Dict]]:
+        """Model outputs (``ref_seg``, ``ref_score``) -> ``{"mask", "prob", "score"}`` per sentence."""
         results = [
             {
                 "mask": o["ref_seg"] > self.mask_threshold,
@@ -107,4 +129,4 @@ class ReferringPredictor:
             }
             for o in outputs
         ]
-        return results[0] if single else results
+        return results[0] if isinstance(sentences, str) else results

@@ -137,5 +137,8 @@ class ReferringEvaluator(DatasetEvaluator):
         metrics = referring_metrics(
             [r["I"] for r in records], [r["U"] for r in records], self._iou_thresholds
         )
-        logger.info(f"Referring evaluation on {self._dataset_name}: {metrics}")
+        # percent, like every other evaluator; the unit is written out, since a poor model's
+        # "oIoU 0.0123" reads like a fraction
+        logger.info(f"Referring evaluation on {self._dataset_name} ({int(metrics['num_samples'])} sentences), "
+                    "in percent: " + ", ".join(f"{k} {v:.2f}%" for k, v in metrics.items() if k != "num_samples"))
         return OrderedDict({"referring": copy.deepcopy(metrics)})

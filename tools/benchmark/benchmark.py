@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Benchmark our models (and, where one exists, the Hugging Face peer with identical weights).
+r"""Benchmark our models (and, where one exists, the Hugging Face peer with identical weights).
 
 For each preset: inference latency (median, IQR, p10-p90) of the network at batch 1 and batch
 N, user-facing end-to-end inference at batch 1, training iteration time at batch N (forward +

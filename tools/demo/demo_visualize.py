@@ -15,13 +15,12 @@ import cv2
 import numpy as np
 import tqdm
 
-
 from detectron2.data import DatasetCatalog
-from detectron2.data.detection_utils import read_image
 from detectron2.utils.logger import setup_logger
 
 from demo.predictor import VisualizationDemo
 from d2_common.config import load_config
+from d2_common.validation import image_reader_kwargs, read_image_checked
 
 
 def main(argv=None):
@@ -49,7 +48,7 @@ def main(argv=None):
 
     os.makedirs(args.output, exist_ok=True)
     for i, record in enumerate(tqdm.tqdm(records, desc="visualizing")):
-        image = read_image(record["file_name"], format="BGR")
+        image = read_image_checked(record["file_name"], "BGR", **image_reader_kwargs(cfg))  # as training reads it
         text = record.get("sentence") if demo.referring else None
         _, vis = demo(image, text)
         panel = np.concatenate([image, vis.get_image()[:, :, ::-1]], axis=1)

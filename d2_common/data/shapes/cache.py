@@ -3,9 +3,12 @@
 :func:`ensure_shapes` is called by every registered loader. Under an exclusive lock on
 ``<root>/shapes.lock`` it checks ``<root>/shapes`` against its manifest (parameters, then size
 and sha256 of every file, then the ``COMPLETE`` marker); if anything is missing, corrupt or
-generated with other parameters, it logs the reason and regenerates the whole dataset into a
-temporary folder next to it, then swaps it in with ``os.rename``. A reader therefore never sees
-a half-written dataset, and two processes never generate at the same time.
+generated with other parameters, it logs the reason and regenerates the dataset into a
+temporary folder next to it, then moves the generated files in with ``os.replace``: only files
+the generator owns (listed in the new or the previous manifest) are replaced or deleted, so
+files a user put in the folder stay. The ``COMPLETE`` marker goes first and comes back last, so a
+reader never takes a half-written dataset for valid, and two processes never generate at the
+same time.
 
 Parameters come from the arguments, else from the environment:
 ``SHAPES_NUM_TRAIN`` (default 200), ``SHAPES_NUM_VAL`` (default 50), ``SHAPES_SEED`` (0).
@@ -88,6 +91,45 @@ def verify_shapes(dataset_dir: str, config: ShapesConfig, check_hashes: bool = T
     return problems
 
 
+def _owned_files(dataset_dir: str) -> List[str]:
+    """The files the previous generation wrote (its manifest's list, the manifest and the
+    marker); only those of a readable manifest, else none."""
+    try:
+        with open(os.path.join(dataset_dir, MANIFEST)) as f:
+            files = list(json.load(f)["files"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    return files + [MANIFEST, COMPLETE]
+
+
+def _replace_owned_files(new_dir: str, dataset_dir: str, manifest) -> None:
+    """Move the freshly generated ``new_dir`` into ``dataset_dir``, touching only files the
+    generator owns: the new ones are renamed over the old, files of the previous manifest that
+    are no longer generated are deleted, anything else (a user's notes, extra folders) stays.
+    The ``COMPLETE`` marker is removed first and written last, so a reader never takes the
+    folder for valid half-way."""
+    old_files = _owned_files(dataset_dir)
+    marker = os.path.join(dataset_dir, COMPLETE)
+    if os.path.lexists(marker):
+        os.remove(marker)
+    new_files = list(manifest["files"]) + [MANIFEST, COMPLETE]
+    for rel in new_files:
+        if rel == COMPLETE:
+            continue
+        target = os.path.join(dataset_dir, rel)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        if os.path.isdir(target) and not os.path.islink(target):
+            raise RuntimeError(f"cannot regenerate {target}: a folder has the name of a generated file; move it away")
+        os.replace(os.path.join(new_dir, rel), target)
+    kept = set(new_files)
+    stale = [rel for rel in old_files if rel not in kept and os.path.isfile(os.path.join(dataset_dir, rel))]
+    for rel in stale:
+        os.remove(os.path.join(dataset_dir, rel))
+    if stale:
+        logger.info("Removed %d files of the previous shapes generation from %s", len(stale), dataset_dir)
+    os.replace(os.path.join(new_dir, COMPLETE), marker)
+
+
 @contextlib.contextmanager
 def _exclusive_lock(path: str):
     import fcntl  # POSIX; detectron2 datasets are generated on Linux / macOS
@@ -126,12 +168,9 @@ def ensure_shapes(root: Optional[str] = None, config: Optional[ShapesConfig] = N
             logger.warning("Regenerating the shapes dataset at %s: %s", dataset_dir, shown)
         tmp = os.path.join(root, f"{SHAPES_DIRNAME}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
         try:
-            generate_shapes(tmp, config, progress=progress)
+            manifest = generate_shapes(tmp, config, progress=progress)
             if os.path.exists(dataset_dir):
-                old = os.path.join(root, f"{SHAPES_DIRNAME}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-                os.rename(dataset_dir, old)
-                os.rename(tmp, dataset_dir)
-                shutil.rmtree(old, ignore_errors=True)
+                _replace_owned_files(tmp, dataset_dir, manifest)
             else:
                 os.rename(tmp, dataset_dir)
         finally:

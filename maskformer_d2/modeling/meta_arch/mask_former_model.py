@@ -233,8 +233,7 @@ class MaskFormer(nn.Module):
             Training: dict of weighted losses. Inference: per image a dict with ``sem_seg``
             (K, H, W), ``panoptic_seg`` (int32 (H, W), segments_info), ``instances``, as enabled.
         """
-        images = [(x["image"].to(self.device) - self.pixel_mean) / self.pixel_std for x in batched_inputs]
-        images = ImageList.from_tensors(images, self.size_divisibility)
+        images = self.preprocess_images(batched_inputs)
         outputs = self.sem_seg_head(self.backbone(images.tensor))
 
         if self.training:
@@ -248,6 +247,12 @@ class MaskFormer(nn.Module):
             weights = self.criterion.weight_dict
             return {k: v * weights[k] for k, v in losses.items() if k in weights}
         return self.inference(outputs, batched_inputs, images)
+
+    def preprocess_images(self, batched_inputs: Sequence[Dict]) -> ImageList:
+        """The network input: normalised images zero-padded (after normalisation) to a
+        multiple of ``size_divisibility``, (B, 3, Hp, Wp), and their sizes before padding."""
+        images = [(x["image"].to(self.device) - self.pixel_mean) / self.pixel_std for x in batched_inputs]
+        return ImageList.from_tensors(images, self.size_divisibility)
 
     def prepare_targets(self, instances, images: ImageList) -> List[Dict[str, torch.Tensor]]:
         """GT per image: ``labels`` (N,) and ``masks`` (N, Hp, Wp) zero-padded to the batch size."""

@@ -14,6 +14,7 @@ from d2_common.engine.mapper_registry import register_mapper
 from d2_common.validation import (
     DEFAULT_MAX_IMAGE_PIXELS, BadRecordError, image_reader_kwargs, read_image_checked,
 )
+from d2_common.validation.records import raise_if_marked_bad
 
 from ...modeling.language.tokenizer import check_sentence
 from ...modeling.restr.resize import resize_and_pad_uint8
@@ -166,6 +167,7 @@ class ReferringDatasetMapper:
         return image
 
     def __call__(self, dataset_dict: Dict) -> Dict:
+        raise_if_marked_bad(dataset_dict)  # e.g. a ref whose annotation is missing (d2_common.data.refer)
         dataset_dict = copy.copy(dataset_dict)
         file_name = dataset_dict.get("file_name")
         if not file_name:

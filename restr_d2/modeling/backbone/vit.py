@@ -126,6 +126,11 @@ class VisionTransformer(nn.Module):
         self.num_extra_tokens = 2 if self.distilled else 1
         self.pos_embed_interp = pos_embed_interp
         self.attn_impl = attn_impl
+        # False (default): the official rule, no resize when the token count equals the
+        # training grid's. True: always resize to the input grid (the identity on the training
+        # grid itself); a traced/exported graph cannot keep the Python branch of the official
+        # rule for a dynamic input size. Set explicitly by the ONNX export (restr_d2/export.py).
+        self.always_resize_pos_embed = False
 
         # Registration order reproduces the official state-dict order: own parameters
         # (cls_token, dist_token, pos_embed) first, then patch_embed, head_dist, blocks, norm, head.
@@ -175,6 +180,10 @@ class VisionTransformer(nn.Module):
 
     def pos_embed_for_grid(self, grid: Tuple[int, int]) -> torch.Tensor:
         """(1, T + gh * gw, D) position embedding for a (gh, gw) patch grid."""
+        if self.always_resize_pos_embed:
+            return resize_pos_embed(
+                self.pos_embed, self.grid_size, grid, self.num_extra_tokens, mode=self.pos_embed_interp
+            )
         num_tokens = self.num_extra_tokens + grid[0] * grid[1]
         if num_tokens == self.pos_embed.shape[1]:
             # Official quirk: same token count -> no resize, even for another grid shape.

@@ -183,14 +183,7 @@ class ReSTR(nn.Module):
 
     def forward(self, batched_inputs: List[Dict]):
         sentences = [x["sentence"] for x in batched_inputs]
-        first = batched_inputs[0]["image"]
-        if len(batched_inputs) > 1 and all(x["image"] is first for x in batched_inputs):
-            # several sentences about one image tensor (ReferringPredictor): one ViT pass
-            images = ImageList.from_tensors([self.normalize(first)], self.patch_size)
-            images = ImageList(images.tensor, images.image_sizes * len(batched_inputs))
-        else:
-            images = [self.normalize(x["image"]) for x in batched_inputs]
-            images = ImageList.from_tensors(images, self.patch_size)
+        images = self.preprocess_images(batched_inputs)
         outputs = self.predict(images.tensor, sentences)
         if self.training:
             H, W = images.tensor.shape[-2:]
@@ -202,6 +195,18 @@ class ReSTR(nn.Module):
                 gt[i, 0, : m.shape[-2], : m.shape[-1]] = m.float()
             return self.losses(outputs, gt)
         return self.postprocess(outputs["pixel_logits"], batched_inputs, images)
+
+    def preprocess_images(self, batched_inputs: List[Dict]) -> ImageList:
+        """Normalised images padded to the patch size: (B, 3, H, W) with one image per input,
+        or (1, 3, H, W) when every input holds the same image tensor (several sentences about
+        one image, as ``ReferringPredictor`` sends: one ViT pass); ``image_sizes`` has one
+        entry per input either way."""
+        first = batched_inputs[0]["image"]
+        if len(batched_inputs) > 1 and all(x["image"] is first for x in batched_inputs):
+            images = ImageList.from_tensors([self.normalize(first)], self.patch_size)
+            return ImageList(images.tensor, images.image_sizes * len(batched_inputs))
+        images = [self.normalize(x["image"]) for x in batched_inputs]
+        return ImageList.from_tensors(images, self.patch_size)
 
     def postprocess(self, pixel_logits: torch.Tensor, batched_inputs: List[Dict], images: ImageList):
         input_hw: Tuple[int, int] = tuple(images.tensor.shape[-2:])

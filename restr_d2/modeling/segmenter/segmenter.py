@@ -4,7 +4,7 @@ The sub-modules are named ``encoder`` and ``decoder`` as in the official ``segm.
 official checkpoint's ``model`` state dict loads into this module with ``strict=True``.
 """
 import logging
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import torch
 import torch.nn.functional as F
@@ -163,20 +163,26 @@ class Segmenter(nn.Module):
         loss = F.cross_entropy(logits, targets.long(), ignore_index=self.ignore_value)
         return {"loss_sem_seg": loss * self.loss_weight}
 
-    def inference(self, image: torch.Tensor, record: Dict) -> Dict[str, torch.Tensor]:
-        """(3, H, W) normalized image -> ``{"sem_seg": (C, height, width)}`` probabilities."""
+    def inference(
+        self, image: torch.Tensor, record: Dict, segment: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
+    ) -> Dict[str, torch.Tensor]:
+        """(3, H, W) normalized image -> ``{"sem_seg": (C, height, width)}`` probabilities.
+
+        ``segment``: the network, (n, 3, h, w) normalized -> (n, C, h, w) logits; default
+        ``self.segment`` (the ONNX predictor passes its onnxruntime graph)."""
+        segment = self.segment if segment is None else segment
         out_size = (record.get("height", image.shape[-2]), record.get("width", image.shape[-1]))
         flips = (False, True) if self.test_flip else (False,)
         if self.test_mode == "slide":
             probs = sliding_window_inference(
-                self.segment, image, self.num_classes, out_size, self.window_size,
+                segment, image, self.num_classes, out_size, self.window_size,
                 self.window_stride, self.window_batch_size, flips,
             )
         else:
             probs = None
             for flip in flips:
                 im = image.flip(-1) if flip else image
-                logits = resize_logits(self.segment(im[None])[0], out_size)
+                logits = resize_logits(segment(im[None])[0], out_size)
                 p = (logits.flip(-1) if flip else logits).softmax(0)
                 probs = p if probs is None else probs + p
             if len(flips) > 1:
