@@ -14,8 +14,9 @@ import torch
 from PIL import Image
 
 from d2_common.validation import read_image_checked
+from tests.helpers.paths import REPO as REPOSITORY
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = str(REPOSITORY)
 M2F = os.path.join(REPO, "configs/shapes/mask2former_R18_panoptic.yaml")
 SEGMENTER = os.path.join(REPO, "configs/shapes/segmenter_mask.yaml")
 RESTR = os.path.join(REPO, "configs/shapes/restr_shapes.yaml")

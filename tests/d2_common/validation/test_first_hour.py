@@ -9,8 +9,9 @@ import subprocess
 import sys
 
 from d2_common.engine.progress import progress_period
+from tests.helpers.paths import REPO as REPOSITORY
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = str(REPOSITORY)
 
 
 def test_short_training_run_output(tmp_path):

@@ -13,8 +13,9 @@ from detectron2.engine import DefaultPredictor
 
 from d2_common.config import build_cfg
 from restr_d2.engine.predictor import ReferringPredictor
+from tests.helpers.paths import REPO as REPOSITORY
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = str(REPOSITORY)
 SIZES = [(1, 1), (2, 300), (300, 2), (5, 7), (700, 3)]
 
 

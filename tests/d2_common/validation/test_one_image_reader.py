@@ -12,8 +12,9 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from d2_common.config import build_cfg
 from d2_common.engine.trainer import Trainer
 from d2_common.validation import ImageReadError, read_image_checked
+from tests.helpers.paths import REPO as REPOSITORY
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = str(REPOSITORY)
 SEGMENTER = os.path.join(REPO, "configs", "shapes", "segmenter_mask.yaml")
 
 

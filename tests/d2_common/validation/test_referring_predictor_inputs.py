@@ -8,8 +8,9 @@ import pytest
 
 from d2_common.config import build_cfg
 from restr_d2.engine.predictor import ReferringPredictor
+from tests.helpers.paths import REPO as REPOSITORY
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = str(REPOSITORY)
 
 
 @pytest.fixture(scope="module")
