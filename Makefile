@@ -6,11 +6,11 @@ PYTEST_ARGS ?=
 .PHONY: install demo test test-slow bench clean-data
 
 install:
-	@VENV=$(VENV) bash tools/install.sh
+	@VENV=$(VENV) bash tools/install/install.sh
 
 # Train a small model on the embedded synthetic dataset, evaluate it, write visualizations.
 demo: install
-	@bash tools/demo.sh
+	@bash tools/demo/demo.sh
 
 # The test suite CI runs (long training runs are marked `slow` and excluded).
 test: install
@@ -18,6 +18,12 @@ test: install
 
 test-slow: install
 	$(PY) -m pytest tests -m slow -q $(PYTEST_ARGS)
+
+# Time the models on this machine against the Hugging Face peer (docs/benchmarks.md: method,
+# figures, every preset); BENCH_ARGS replaces the default case, e.g. BENCH_ARGS="--list".
+BENCH_ARGS ?= --preset m2f_swin_t_panoptic --size 512 512 --batch 2 --reps 5 --warmup 1 --threads 2 --modes network end_to_end train memory flops
+bench: install
+	$(PY) tools/benchmark/benchmark.py $(BENCH_ARGS)
 
 clean-data:
 	rm -rf datasets/shapes output/demo

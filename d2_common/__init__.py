@@ -14,7 +14,7 @@ def _import_detectron2_quietly():
         warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
         try:
             import detectron2.modeling.box_regression  # noqa: F401
-        except ImportError:  # detectron2 not installed yet (tools/install_detectron2.py)
+        except ImportError:  # detectron2 not installed yet (tools/install/install_detectron2.py)
             pass
 
 

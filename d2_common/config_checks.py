@@ -26,6 +26,7 @@ import yaml
 from detectron2.config import CfgNode
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
+from .config.families import registered_families
 from .config.safe_cfg import safe_merge_from_file
 from .config.yaml_loading import ConfigYAMLError, UnsafeYAMLError, load_yaml_with_base
 
@@ -330,15 +331,22 @@ def check_datasets_registered(names: Iterable[str]) -> None:
         )
 
 
-# meta-architecture -> config key of its class count (None: no fixed class count)
-_NUM_CLASSES_KEYS = {
-    "MaskFormer": "MODEL.SEM_SEG_HEAD.NUM_CLASSES",
-    "Segmenter": "MODEL.SEM_SEG_HEAD.NUM_CLASSES",
+# detectron2's own meta-architecture -> config key of its class count; the plugins' families
+# name theirs (ConfigFamily.num_classes_key)
+_DETECTRON2_NUM_CLASSES_KEYS = {
     "SemanticSegmentor": "MODEL.SEM_SEG_HEAD.NUM_CLASSES",
     "GeneralizedRCNN": "MODEL.ROI_HEADS.NUM_CLASSES",
     "RetinaNet": "MODEL.RETINANET.NUM_CLASSES",
-    "ReSTR": None,  # binary referring segmentation
 }
+_NO_RULE = object()
+
+
+def _num_classes_key(arch: str):
+    """The class-count key of ``arch`` (``None``: no fixed count), or ``_NO_RULE``."""
+    for family in registered_families():
+        if arch in family.meta_architectures:
+            return family.num_classes_key
+    return _DETECTRON2_NUM_CLASSES_KEYS.get(arch, _NO_RULE)
 _INSTANCE_EVALUATORS = ("coco", "lvis", "cityscapes_instance")
 
 
@@ -362,10 +370,10 @@ def check_num_classes(cfg: CfgNode, dataset_names: Optional[Sequence[str]] = Non
     Referring datasets and datasets whose metadata has no class list yet are skipped (logged).
     """
     arch = cfg.MODEL.META_ARCHITECTURE
-    if arch not in _NUM_CLASSES_KEYS:
+    key = _num_classes_key(arch)
+    if key is _NO_RULE:
         logger.info(f"check_num_classes: no class-count rule for MODEL.META_ARCHITECTURE={arch}")
         return
-    key = _NUM_CLASSES_KEYS[arch]
     if key is None:
         return
     node = cfg

@@ -74,7 +74,7 @@ def get_parser():
     )
     parser.add_argument(
         "--onnx", metavar="MODEL.onnx", default=None,
-        help="run the network from this ONNX graph (tools/export_onnx.py of the same config) in "
+        help="run the network from this ONNX graph (tools/export/export_onnx.py of the same config) in "
              "onnxruntime instead of PyTorch; MODEL.WEIGHTS is then not read",
     )
     parser.add_argument(

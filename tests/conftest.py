@@ -18,3 +18,23 @@ torch.set_num_threads(2)
 @pytest.fixture
 def fixtures_dir():
     return FIXTURES
+
+
+# -- a tiny shapes dataset generated once per session (datasets, mappers, validation tests) ---------
+from d2_common.data.shapes import ShapesConfig, ensure_shapes, register_shapes  # noqa: E402
+
+TINY_SHAPES = ShapesConfig(num_train=8, num_val=3, seed=0)
+TINY_SHAPES_PREFIX = "testshapes"
+
+
+@pytest.fixture(scope="session")
+def shapes_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("datasets")
+    register_shapes(str(root), TINY_SHAPES, prefix=TINY_SHAPES_PREFIX)
+    ensure_shapes(str(root), TINY_SHAPES, progress=False)
+    return root
+
+
+@pytest.fixture(scope="session")
+def shapes_dir(shapes_root):
+    return shapes_root / "shapes"

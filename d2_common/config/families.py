@@ -13,7 +13,9 @@ A family says:
   head names), never from a line we added to an official file;
 * ``path_keys``: keys holding file paths, resolved relative to the YAML that sets them;
 * ``checkpoint_key_prefixes``: state-dict key prefixes typical of its models, to name the
-  family of a checkpoint that does not fit the model.
+  family of a checkpoint that does not fit the model;
+* ``num_classes_key``: the key of its models' class count, checked against the datasets'
+  metadata (``None``: no fixed class count, e.g. binary referring segmentation).
 """
 import importlib.metadata
 import logging
@@ -64,6 +66,7 @@ class ConfigFamily:
     meta_architectures: Sequence[str] = ()
     path_keys: Sequence[str] = ()
     checkpoint_key_prefixes: Sequence[str] = ()
+    num_classes_key: Optional[str] = "MODEL.SEM_SEG_HEAD.NUM_CLASSES"
 
     @staticmethod
     def add_config(cfg) -> None:

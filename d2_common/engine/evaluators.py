@@ -1,65 +1,90 @@
-"""Evaluators for a test set, chosen from its metadata ``evaluator_type`` and the config."""
-import logging
+"""Evaluators for a test set, chosen by NAME: its metadata ``evaluator_type``.
 
-import torch
+``EVALUATOR_REGISTRY`` maps an ``evaluator_type`` to a builder
+``build(cfg, dataset_name, output_folder, tasks) -> list of DatasetEvaluator``; each plugin
+registers the types it evaluates when it is imported (``@register_evaluator("referring")``),
+and the core registers detectron2's own (``sem_seg``, ``cityscapes_sem_seg``,
+``cityscapes_instance``). ``tasks`` says which outputs the model produces: the
+meta-architecture's ``eval_tasks(cfg)`` when it defines one (MaskFormer reads
+``MODEL.MASK_FORMER.TEST.*_ON``), else semantic only.
+"""
+import logging
+from dataclasses import dataclass
 
 from detectron2.data import MetadataCatalog
-from detectron2.evaluation import DatasetEvaluators, SemSegEvaluator
+from detectron2.evaluation import (
+    CityscapesInstanceEvaluator,
+    CityscapesSemSegEvaluator,
+    DatasetEvaluators,
+    SemSegEvaluator,
+)
+from detectron2.modeling import META_ARCH_REGISTRY
 
-__all__ = ["build_evaluators"]
+from ..config.families import load_plugins
+from ..registry import NamedRegistry
+
+__all__ = ["EVALUATOR_REGISTRY", "EvalTasks", "build_evaluators", "eval_tasks_of", "register_evaluator"]
 
 logger = logging.getLogger(__name__)
 
-_PANOPTIC_TYPES = ("coco_panoptic_seg", "ade20k_panoptic_seg", "cityscapes_panoptic_seg", "mapillary_vistas_panoptic_seg")
+EVALUATOR_REGISTRY = NamedRegistry("EVALUATOR")
+EVALUATOR_REGISTRY.__doc__ = """dataset ``evaluator_type`` -> ``build(cfg, dataset_name, output_folder, tasks)``."""
 
 
-def _mask_former_test_flags(cfg):
-    """(semantic_on, instance_on, panoptic_on) of MaskFormer-family configs; semantic only else."""
-    test = cfg.MODEL.get("MASK_FORMER", {}).get("TEST", None) if "MASK_FORMER" in cfg.MODEL else None
-    if cfg.MODEL.META_ARCHITECTURE == "MaskFormer" and test is not None:
-        return test.SEMANTIC_ON, test.INSTANCE_ON, test.PANOPTIC_ON
-    return True, False, False
+@dataclass(frozen=True)
+class EvalTasks:
+    """Which outputs a model produces at test time."""
+
+    semantic: bool = True
+    instance: bool = False
+    panoptic: bool = False
+
+
+def register_evaluator(evaluator_type, build=None):
+    """Register ``build`` for datasets whose metadata ``evaluator_type`` is ``evaluator_type``;
+    without ``build``, a decorator."""
+    return EVALUATOR_REGISTRY.register_as(evaluator_type, build)
+
+
+def eval_tasks_of(cfg) -> EvalTasks:
+    """``eval_tasks(cfg)`` of the configured meta-architecture, or semantic only."""
+    name = cfg.MODEL.META_ARCHITECTURE
+    arch = META_ARCH_REGISTRY.get(name) if name in META_ARCH_REGISTRY else None
+    tasks_fn = getattr(arch, "eval_tasks", None)
+    return tasks_fn(cfg) if tasks_fn is not None else EvalTasks()
+
+
+@register_evaluator("sem_seg")
+def _semantic(cfg, dataset_name, output_folder, tasks):
+    return [SemSegEvaluator(dataset_name, distributed=True, output_dir=output_folder)] if tasks.semantic else []
+
+
+@register_evaluator("cityscapes_sem_seg")
+def _cityscapes_semantic(cfg, dataset_name, output_folder, tasks):
+    return [CityscapesSemSegEvaluator(dataset_name)]
+
+
+@register_evaluator("cityscapes_instance")
+def _cityscapes_instance(cfg, dataset_name, output_folder, tasks):
+    return [CityscapesInstanceEvaluator(dataset_name)]
 
 
 def build_evaluators(cfg, dataset_name, output_folder):
-    from maskformer_d2.evaluation import InstanceSegEvaluator, PanopticQualityEvaluator
-
-    meta = MetadataCatalog.get(dataset_name)
-    etype = meta.get("evaluator_type", None)
-    semantic_on, instance_on, panoptic_on = _mask_former_test_flags(cfg)
-    sem = lambda: SemSegEvaluator(dataset_name, distributed=True, output_dir=output_folder)  # noqa: E731
-    inst = lambda: InstanceSegEvaluator(dataset_name, output_dir=output_folder, backend=cfg.EVAL.COCO_BACKEND)  # noqa: E731
-    pan = lambda: PanopticQualityEvaluator(dataset_name, output_folder, backend=cfg.EVAL.PANOPTIC_BACKEND,  # noqa: E731
-                                         bad_gt_policy=cfg.DATALOADER.get("BAD_RECORD_POLICY", "fatal"))
-    evaluators = []
-    if etype in ("sem_seg", "ade20k_panoptic_seg") and semantic_on:
-        evaluators.append(sem())
-    if etype == "coco":
-        evaluators.append(inst())
-    if etype in _PANOPTIC_TYPES and panoptic_on and etype != "cityscapes_panoptic_seg":
-        evaluators.append(pan())
-    if etype in ("coco_panoptic_seg", "mapillary_vistas_panoptic_seg", "ade20k_panoptic_seg") and instance_on:
-        evaluators.append(inst())
-    if etype in ("coco_panoptic_seg", "mapillary_vistas_panoptic_seg") and semantic_on:
-        evaluators.append(sem())
-    if etype in ("cityscapes_sem_seg", "cityscapes_instance", "cityscapes_panoptic_seg"):
-        from detectron2.evaluation import CityscapesInstanceEvaluator, CityscapesSemSegEvaluator
-
-        if etype == "cityscapes_panoptic_seg" and panoptic_on:
-            evaluators.append(pan())
-        if etype == "cityscapes_sem_seg" or (etype == "cityscapes_panoptic_seg" and semantic_on):
-            evaluators.append(CityscapesSemSegEvaluator(dataset_name))
-        if etype == "cityscapes_instance" or (etype == "cityscapes_panoptic_seg" and instance_on):
-            evaluators.append(CityscapesInstanceEvaluator(dataset_name))
-    if etype == "referring":
-        from restr_d2.evaluation import ReferringEvaluator
-
-        evaluators.append(ReferringEvaluator(dataset_name, distributed=True, output_dir=output_folder,
-                                             mask_threshold=cfg.MODEL.RESTR.TEST.MASK_THRESHOLD))
+    """The evaluator(s) of ``dataset_name`` (one, or ``DatasetEvaluators``)."""
+    load_plugins()
+    etype = MetadataCatalog.get(dataset_name).get("evaluator_type", None)
+    tasks = eval_tasks_of(cfg)
+    if etype not in EVALUATOR_REGISTRY:
+        raise NotImplementedError(
+            f"No evaluator for dataset '{dataset_name}' with evaluator_type={etype!r}; registered "
+            f"types: {', '.join(EVALUATOR_REGISTRY.names())} (a plugin registers its own with "
+            "d2_common.engine.evaluators.register_evaluator)"
+        )
+    evaluators = EVALUATOR_REGISTRY.get(etype)(cfg, dataset_name, output_folder, tasks)
     if not evaluators:
         raise NotImplementedError(
             f"No evaluator for dataset '{dataset_name}' with evaluator_type={etype!r} and "
-            f"semantic/instance/panoptic = {semantic_on}/{instance_on}/{panoptic_on}"
+            f"semantic/instance/panoptic = {tasks.semantic}/{tasks.instance}/{tasks.panoptic}"
         )
     logger.info(f"Evaluators for '{dataset_name}' ({etype}): {[type(e).__name__ for e in evaluators]}")
     return evaluators[0] if len(evaluators) == 1 else DatasetEvaluators(evaluators)

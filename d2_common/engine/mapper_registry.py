@@ -1,59 +1,50 @@
 """Name -> dataset-mapper class, for ``cfg.INPUT.DATASET_MAPPER_NAME``.
 
-Both plugins register their mappers here under the names the official configs use
-(``mask_former_semantic``, ``coco_panoptic_lsj``, ``referring``, ...). A name may also be
-registered *lazily* as ``"package.module:ClassName"`` so that selecting it imports the plugin
-that provides it.
+``DATASET_MAPPER_REGISTRY`` is filled by whoever defines a mapper, under the names the
+official configs use (``mask_former_semantic``, ``coco_panoptic_lsj``, ``referring``, ...):
+``@register_mapper("name")``. The engine looks names up and imports no plugin: the plugins are
+imported by :func:`d2_common.config.load_plugins` (entry-point group ``restr_d2.plugins``).
+
+A mapper class whose attribute ``maps_test_sets`` is true is also used for the test sets
+(``Trainer.build_test_loader``, built with ``is_train=False``); the others are training
+mappers and the test sets go through detectron2's ``DatasetMapper``.
 """
-import importlib
 import logging
+
+from ..config.families import load_plugins
+from ..registry import NamedRegistry
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["register_mapper", "get_mapper_class", "registered_mapper_names", "build_dataset_mapper"]
+__all__ = [
+    "DATASET_MAPPER_REGISTRY", "register_mapper", "get_mapper_class", "registered_mapper_names",
+    "build_dataset_mapper",
+]
 
-_MAPPERS = {}
+DATASET_MAPPER_REGISTRY = NamedRegistry("DATASET_MAPPER")
+DATASET_MAPPER_REGISTRY.__doc__ = """``INPUT.DATASET_MAPPER_NAME`` -> mapper class (``cls(cfg, is_train)``)."""
 
 
 def register_mapper(name, target=None):
-    """Register ``target`` (a class, or ``"module:attr"``) under ``name``.
-
-    Usable as a decorator: ``@register_mapper("mask_former_semantic")``.
-    """
-
-    def _do(obj):
-        old = _MAPPERS.get(name)
-        if old is not None and old is not obj and not isinstance(old, str):
-            raise KeyError(f"Dataset mapper name '{name}' is already taken by {old!r}")
-        _MAPPERS[name] = obj
-        return obj
-
-    if target is None:
-        return _do
-    return _do(target)
+    """Register the mapper class ``target`` under ``name``; without ``target``, a decorator:
+    ``@register_mapper("mask_former_semantic")``."""
+    return DATASET_MAPPER_REGISTRY.register_as(name, target)
 
 
 def registered_mapper_names():
-    return sorted(_MAPPERS)
+    load_plugins()
+    return DATASET_MAPPER_REGISTRY.names()
 
 
 def get_mapper_class(name):
-    if name not in _MAPPERS:
+    load_plugins()
+    if name not in DATASET_MAPPER_REGISTRY:
         raise KeyError(
             f"Unknown INPUT.DATASET_MAPPER_NAME '{name}'. Valid names: "
-            f"{', '.join(registered_mapper_names())}."
+            f"{', '.join(registered_mapper_names())} (a plugin registers its mappers with "
+            "d2_common.engine.register_mapper when it is imported)."
         )
-    target = _MAPPERS[name]
-    if isinstance(target, str):
-        module, attr = target.split(":")
-        try:
-            target = getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError) as e:
-            raise ImportError(
-                f"Dataset mapper '{name}' lives in {module}.{attr}, which cannot be imported: {e}"
-            ) from e
-        _MAPPERS[name] = target
-    return target
+    return DATASET_MAPPER_REGISTRY.get(name)
 
 
 def build_dataset_mapper(cfg, is_train):
@@ -64,5 +55,10 @@ def build_dataset_mapper(cfg, is_train):
     return cls(cfg, is_train)
 
 
-# Mappers of plugins that may not be imported yet.
-register_mapper("referring", "restr_d2.data.dataset_mappers:ReferringDatasetMapper")
+def build_test_mapper(cfg):
+    """The configured mapper when it declares ``maps_test_sets``, else ``None`` (detectron2's
+    ``DatasetMapper``)."""
+    name = cfg.INPUT.DATASET_MAPPER_NAME
+    if not name or not getattr(get_mapper_class(name), "maps_test_sets", False):
+        return None
+    return build_dataset_mapper(cfg, False)

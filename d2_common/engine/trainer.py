@@ -9,7 +9,6 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from detectron2.data import (
-    MetadataCatalog,
     build_detection_test_loader,
     build_detection_train_loader,
 )
@@ -24,7 +23,7 @@ from ..validation import BadRecordSummaryHook, CheckedDatasetMapper, checked_tra
 from ..resume.trainer import ResilientTrainerMixin
 from .evaluators import build_evaluators
 from .lr_scheduler import build_lr_scheduler
-from .mapper_registry import build_dataset_mapper
+from .mapper_registry import build_dataset_mapper, build_test_mapper
 from .optimizer import build_optimizer
 from .progress import use_progress_writer
 from .tta import SemanticSegmentorWithTTA
@@ -46,33 +45,20 @@ logger = logging.getLogger(__name__)
 
 
 class CPUAutocastTrainer(SimpleTrainer):
-    """``SimpleTrainer`` whose forward runs under ``torch.autocast("cpu", torch.bfloat16)``."""
+    """The training loop of ``SOLVER.AMP.CPU_BF16``: ``Trainer.run_step`` (the resume mixin's)
+    runs its forward under ``torch.autocast("cpu", autocast_dtype)``; it is used only inside
+    :class:`Trainer`, whose ``run_step`` drives every loop."""
 
     autocast_dtype = torch.bfloat16  # read by ResilientTrainerMixin.run_step
 
-    def run_step(self):
-        assert self.model.training, "[CPUAutocastTrainer] model was changed to eval mode!"
-        import time
-
-        start = time.perf_counter()
-        data = next(self._data_loader_iter)
-        data_time = time.perf_counter() - start
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            loss_dict = self.model(data)
-            losses = loss_dict if isinstance(loss_dict, torch.Tensor) else sum(loss_dict.values())
-        if isinstance(loss_dict, torch.Tensor):
-            loss_dict = {"total_loss": loss_dict}
-        self.optimizer.zero_grad()
-        losses.backward()
-        self._write_metrics(loss_dict, data_time)
-        self.optimizer.step()
-
 
 class Trainer(ResilientTrainerMixin, DefaultTrainer):
-    """detectron2 ``DefaultTrainer`` with the MaskFormer-family choices:
+    """detectron2 ``DefaultTrainer`` for every family, each choice picked by name from the config:
 
-    * train mapper from ``INPUT.DATASET_MAPPER_NAME`` (empty: detectron2's ``DatasetMapper``);
-    * evaluators from the test set's ``evaluator_type`` and ``MODEL.MASK_FORMER.TEST.*_ON``;
+    * train mapper by ``INPUT.DATASET_MAPPER_NAME`` from ``DATASET_MAPPER_REGISTRY`` (empty:
+      detectron2's ``DatasetMapper`` with our checked image reader);
+    * evaluators by the test set's ``evaluator_type`` from ``EVALUATOR_REGISTRY`` (filled by the
+      plugins), told which outputs the model gives by its meta-architecture's ``eval_tasks``;
     * SGD/AdamW with backbone multiplier, weight-decay rules, full-model gradient clipping;
     * ``WarmupPolyLR``; semantic TTA; AMP on CUDA, optional bf16 autocast on CPU;
     * and from :class:`ResilientTrainerMixin`: atomic checkpoints with optimizer and RNG state,
@@ -147,11 +133,9 @@ class Trainer(ResilientTrainerMixin, DefaultTrainer):
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
-        if MetadataCatalog.get(dataset_name).get("evaluator_type", None) == "referring":
-            mapper = build_dataset_mapper(cfg, False)  # sentences and resize-and-pad
-        else:
-            # detectron2's test mapper, reading images as training does (same pixels, named errors)
-            mapper = CheckedDatasetMapper(cfg, False)
+        # the configured mapper when it maps test sets too (e.g. "referring"); else detectron2's
+        # test mapper, reading images as training does (same pixels, named errors)
+        mapper = build_test_mapper(cfg) or CheckedDatasetMapper(cfg, False)
         return build_detection_test_loader(cfg, dataset_name, mapper=mapper)
 
     @classmethod

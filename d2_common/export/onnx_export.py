@@ -101,7 +101,7 @@ def ort_session(path: str, num_threads: Optional[int] = None):
     import onnxruntime as ort
 
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"ONNX model {path!r} does not exist; create it with tools/export_onnx.py")
+        raise FileNotFoundError(f"ONNX model {path!r} does not exist; create it with tools/export/export_onnx.py")
     options = ort.SessionOptions()
     if num_threads is not None:
         options.intra_op_num_threads = int(num_threads)

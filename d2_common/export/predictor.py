@@ -17,7 +17,7 @@ logger = logging.getLogger(__name__)
 
 class ONNXPredictor:
     """Same inputs and outputs as the PyTorch predictor of ``cfg``'s model, with the network in
-    onnxruntime (a graph from ``tools/export_onnx.py`` of the same config).
+    onnxruntime (a graph from ``tools/export/export_onnx.py`` of the same config).
 
     * MaskFormer / Mask2Former / Segmenter: ``predictor(image_bgr)`` -> ``{"sem_seg",
       "panoptic_seg", "instances"}`` as ``DefaultPredictor``; ``predictor([im1, im2, ...])`` ->

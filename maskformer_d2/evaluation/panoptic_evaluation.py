@@ -28,23 +28,14 @@ from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
 from detectron2.utils.file_io import PathManager
 
+from d2_common.data.panoptic_ids import id2rgb
 from d2_common.validation import BadRecordError, check_panoptic_ids, read_image_checked
 from d2_common.validation.records import POLICIES
 
-__all__ = ["PanopticQualityEvaluator", "pq_compute_fn", "id2rgb", "PANOPTIC_BACKENDS"]
+__all__ = ["PanopticQualityEvaluator", "pq_compute_fn", "PANOPTIC_BACKENDS"]
 
 logger = logging.getLogger(__name__)
 PANOPTIC_BACKENDS = ("hotcoco", "panopticapi")
-
-
-def id2rgb(id_map):
-    """(H, W) segment ids -> (H, W, 3) uint8 colours, id = R + 256 G + 256^2 B."""
-    ids = np.asarray(id_map, dtype=np.int64).copy()
-    rgb = np.zeros(ids.shape + (3,), dtype=np.uint8)
-    for c in range(3):
-        rgb[..., c] = ids % 256
-        ids //= 256
-    return rgb
 
 
 def pq_compute_fn(backend):

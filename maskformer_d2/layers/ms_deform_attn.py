@@ -7,7 +7,7 @@ cores are provided, selected explicitly by name (``MODEL.SEM_SEG_HEAD.MSDEFORMAT
   by one ``F.embedding_bag`` over rows of D contiguous channels, with a sorted transposed
   ``embedding_bag`` as the value gradient (:class:`WeightedRowSum`). Several times faster than
   ``"pytorch"`` on CPU forward and ~2x forward + backward at the 512x512 Mask2Former encoder
-  shapes (``tools/benchmark_ms_deform_attn.py``, figures in docs/benchmarks.md), and no
+  shapes (``tools/benchmark/ms_deform_attn.py``, figures in docs/benchmarks.md), and no
   (N*M, D, Lq, L*P) temporary.
 * ``"pytorch"``: ``F.grid_sample`` (``align_corners=False``, zero padding) per level, stacks the
   samples and reduces them with the attention weights in one step (the reference formulation,

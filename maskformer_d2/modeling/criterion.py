@@ -8,9 +8,9 @@ then
 * ``loss_mask`` and ``loss_dice`` over the matched masks, normalised by the number of
   ground-truth masks averaged across processes. Where the masks are compared:
 
-  * ``num_points == 0`` (MaskFormer): predictions upsampled bilinearly to the target size,
+  * ``num_points=None`` (MaskFormer): predictions upsampled bilinearly to the target size,
     every pixel used;
-  * ``num_points > 0`` (Mask2Former): ``num_points`` PointRend importance-sampled points per
+  * ``num_points=N`` (Mask2Former): ``num_points`` PointRend importance-sampled points per
     matched mask (``oversample_ratio``, ``importance_sample_ratio``).
 
   ``mask_loss_type`` selects the per-point loss: "sigmoid_ce" (Mask2Former) or "focal"
@@ -18,12 +18,14 @@ then
 
 Auxiliary-layer keys get the suffix ``_i`` for ``aux_outputs[i]``.
 """
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+
+from d2_common.modeling.losses import dice_loss
 
 from .matcher import MASK_COST_TYPES, HungarianMatcher
 from .point_sampling import calculate_uncertainty, get_uncertain_point_coords_with_randomness, point_sample
@@ -31,14 +33,6 @@ from .point_sampling import calculate_uncertainty, get_uncertain_point_coords_wi
 __all__ = ["SetCriterion", "dice_loss", "sigmoid_ce_loss", "sigmoid_focal_loss"]
 
 Indices = List[Tuple[torch.Tensor, torch.Tensor]]
-
-
-def dice_loss(logits: torch.Tensor, targets: torch.Tensor, num_masks: float) -> torch.Tensor:
-    """Soft dice (+1 smoothing) summed over masks / num_masks. logits, targets: (M, P)."""
-    probs = logits.sigmoid().flatten(1)
-    numerator = 2 * (probs * targets).sum(-1)
-    denominator = probs.sum(-1) + targets.sum(-1)
-    return (1 - (numerator + 1) / (denominator + 1)).sum() / num_masks
 
 
 def sigmoid_ce_loss(logits: torch.Tensor, targets: torch.Tensor, num_masks: float) -> torch.Tensor:
@@ -74,8 +68,8 @@ class SetCriterion(nn.Module):
             training loop and the losses agree on the names).
         eos_coef: cross-entropy weight of the no-object class.
         losses: subset of ("labels", "masks"), computed in this order.
-        num_points: 0 for full-resolution mask losses (MaskFormer), else points per mask.
-        oversample_ratio, importance_sample_ratio: PointRend sampling (``num_points > 0``).
+        num_points: None for full-resolution mask losses (MaskFormer), else points per mask.
+        oversample_ratio, importance_sample_ratio: PointRend sampling (with ``num_points``).
         mask_loss_type: "sigmoid_ce" or "focal".
     """
 
@@ -86,7 +80,7 @@ class SetCriterion(nn.Module):
         weight_dict: Dict[str, float],
         eos_coef: float,
         losses: Sequence[str] = ("labels", "masks"),
-        num_points: int = 0,
+        num_points: Optional[int] = None,
         oversample_ratio: float = 3.0,
         importance_sample_ratio: float = 0.75,
         mask_loss_type: str = "sigmoid_ce",
@@ -97,8 +91,8 @@ class SetCriterion(nn.Module):
             raise ValueError(f"unknown losses {sorted(unknown)}; supported: 'labels', 'masks'")
         if mask_loss_type not in MASK_COST_TYPES:
             raise ValueError(f"mask_loss_type must be one of {MASK_COST_TYPES}; got {mask_loss_type!r}")
-        if num_points < 0:
-            raise ValueError(f"num_points must be >= 0 (0 = full resolution); got {num_points}")
+        if num_points is not None and num_points <= 0:
+            raise ValueError(f"num_points must be > 0, or None for full-resolution masks; got {num_points}")
         self.num_classes = num_classes
         self.matcher = matcher
         self.weight_dict = weight_dict
@@ -128,7 +122,7 @@ class SetCriterion(nn.Module):
         batch_idx, src_idx = self._src_permutation_idx(indices)
         src = outputs["pred_masks"][batch_idx, src_idx]  # (M, H, W)
         tgt = self._matched_target_masks(targets, indices, src)  # (M, Ht, Wt)
-        if self.num_points > 0:
+        if self.num_points is not None:
             with torch.no_grad():
                 coords = self.sample_points(src[:, None])
                 labels = point_sample(tgt[:, None], coords, align_corners=False).squeeze(1)

@@ -2,16 +2,16 @@
 
 One module serves both models; the difference is where the mask costs are evaluated:
 
-* MaskFormer (``num_points=0``): on the prediction grid, ground truth resized to it with
+* MaskFormer (``num_points=None``): on the prediction grid, ground truth resized to it with
   nearest neighbour; mask cost is sigmoid focal.
-* Mask2Former (``num_points>0``): on ``num_points`` uniform random points drawn once per image
+* Mask2Former (``num_points=N``): on ``num_points`` uniform random points drawn once per image
   (``torch.rand(1, P, 2)``, image by image) and shared by all queries and targets of that
   image; mask cost is sigmoid binary cross-entropy.
 
 The costs of all images are computed in one batched pass (targets padded to the largest
 count); only the assignment itself runs per image, on the host.
 """
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -71,7 +71,7 @@ class HungarianMatcher(nn.Module):
         cost_class: weight of the negated class probability.
         cost_mask: weight of the per-pixel mask cost (``mask_cost_type``).
         cost_dice: weight of the dice cost.
-        num_points: 0 compares masks on the full prediction grid (MaskFormer); > 0 samples
+        num_points: None compares masks on the full prediction grid (MaskFormer); N samples
             that many uniform points per image (Mask2Former).
         mask_cost_type: "sigmoid_ce" or "focal" (alpha 0.25, gamma 2).
     """
@@ -81,7 +81,7 @@ class HungarianMatcher(nn.Module):
         cost_class: float = 1.0,
         cost_mask: float = 1.0,
         cost_dice: float = 1.0,
-        num_points: int = 0,
+        num_points: Optional[int] = None,
         mask_cost_type: str = "sigmoid_ce",
     ):
         super().__init__()
@@ -89,8 +89,8 @@ class HungarianMatcher(nn.Module):
             raise ValueError("all matcher costs are 0; set at least one of CLASS/MASK/DICE_WEIGHT > 0")
         if mask_cost_type not in MASK_COST_TYPES:
             raise ValueError(f"mask_cost_type must be one of {MASK_COST_TYPES}; got {mask_cost_type!r}")
-        if num_points < 0:
-            raise ValueError(f"num_points must be >= 0 (0 = full resolution); got {num_points}")
+        if num_points is not None and num_points <= 0:
+            raise ValueError(f"num_points must be > 0, or None for full-resolution masks; got {num_points}")
         self.cost_class = cost_class
         self.cost_mask = cost_mask
         self.cost_dice = cost_dice
@@ -111,8 +111,8 @@ class HungarianMatcher(nn.Module):
     ) -> Tuple[torch.Tensor, torch.Tensor]:
         """Returns prediction logits (B, Q, P) and padded target masks (B, N_max, P) on common points."""
         batch, _, height, width = pred_masks.shape
-        tgt = pred_masks.new_zeros(batch, max_targets, self.num_points or height * width)
-        if self.num_points > 0:
+        tgt = pred_masks.new_zeros(batch, max_targets, height * width if self.num_points is None else self.num_points)
+        if self.num_points is not None:
             coords = []
             for b, t in enumerate(targets):
                 points = self.draw_points(b, pred_masks.device)

@@ -21,4 +21,5 @@ class ReSTRConfig(ConfigFamily):
     path_keys = ("MODEL.RESTR.LANGUAGE.VOCAB_FILE", "MODEL.RESTR.LANGUAGE.EMBEDDING_FILE",
                  "MODEL.RESTR.LANGUAGE.EMBEDDING_WORDS", "MODEL.RESTR.LANGUAGE.HF_PATH")
     checkpoint_key_prefixes = ("encoder_v.", "encoder_l.", "fusion_module.", "decoder.")
+    num_classes_key = None  # binary referring segmentation
     add_config = staticmethod(add_restr_config)

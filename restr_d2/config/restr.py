@@ -73,8 +73,8 @@ def add_restr_config(cfg: CN) -> None:
     f = r.FUSION
     # "ConjugateFusion" (official (c)), "IndependentFusion" (b), "VanillaFusion" (a)
     set_default(f, "NAME", "ConjugateFusion")
-    # 0 = the ViT width (official)
-    set_default(f, "DIM", 0)
+    # fusion width: null (the default) = the ViT width (official), or a positive width
+    set_default(f, "DIM", None)
     set_default(f, "NUM_LAYERS", 2)
     set_default(f, "NUM_HEADS", 12)
     set_default(f, "MLP_RATIO", 4.0)
@@ -86,9 +86,9 @@ def add_restr_config(cfg: CN) -> None:
     set_default(r, "DECODER", CN())
     # official --no_decoder = ENABLED False (then set PATCH_WEIGHT 0 as the official trainer)
     set_default(r.DECODER, "ENABLED", True)
-    # 2x upsampling blocks from the patch grid back to the input resolution; 0 = log2 of
-    # MODEL.VIT.PATCH_SIZE (4 for the official P=16). Any other value must equal log2(P).
-    set_default(r.DECODER, "NUM_UPSAMPLE", 0)
+    # 2x upsampling blocks from the patch grid back to the input resolution: null (the
+    # default) = log2 of MODEL.VIT.PATCH_SIZE (4 for the official P=16); a number must equal it.
+    set_default(r.DECODER, "NUM_UPSAMPLE", None)
     # a patch size that is not a power of two (DINOv2's 14): upsample 2^ceil(log2 P) x and
     # resize the pixel logits to the input (bilinear); False: such a patch size is an error
     set_default(r.DECODER, "RESIZE_TO_INPUT", False)

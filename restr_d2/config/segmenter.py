@@ -70,8 +70,8 @@ def add_segmenter_config(cfg: CN) -> None:
     set_default(dec, "NUM_LAYERS", 2)
     set_default(dec, "DROPOUT", 0.1)
     set_default(dec, "DROP_PATH_RATE", 0.0)
-    # 0 = official rule embed_dim // 64
-    set_default(dec, "NUM_HEADS", 0)
+    # attention heads: null (the default) = the official rule embed_dim // 64, or a number
+    set_default(dec, "NUM_HEADS", None)
     set_default(seg, "TEST", CN())
     test = seg.TEST
     # "whole": one forward of the (patch-padded) image; "slide": official sliding window

@@ -5,14 +5,12 @@ from typing import Dict, List, Sequence, Union
 
 import numpy as np
 import torch
-from detectron2.data import transforms as T
 from detectron2.modeling import build_model
-from PIL import Image
 
 from d2_common.checkpoint_policy import weights_strict_from_cfg
 from d2_common.config_checks import load_weights_checked
 
-from ..modeling.restr.resize import resize_and_pad, resized_shape
+from ..modeling.restr.resize import resize_and_pad, resize_and_pad_uint8
 
 __all__ = ["ReferringPredictor"]
 
@@ -93,11 +91,7 @@ class ReferringPredictor:
             tensor = (padded + mean)[0]
         else:
             # the referring mapper's resize: long side to S, PIL bilinear, black bottom/right pad
-            h, w = resized_shape(H, W, S)
-            h, w = max(1, h), max(1, w)
-            resized = T.ResizeTransform(H, W, h, w, Image.BILINEAR).apply_image(np.ascontiguousarray(image))
-            padded = np.zeros((S, S, 3), dtype=np.uint8)
-            padded[:h, :w] = resized
+            padded, (h, w), _ = resize_and_pad_uint8(image, S)
             tensor = torch.from_numpy(np.ascontiguousarray(padded.transpose(2, 0, 1)))
         return {"image": tensor, "height": H, "width": W, "resized_size": (h, w)}
 

@@ -7,7 +7,7 @@ import time
 import pytest
 import torch
 
-from web_demo_helpers import REF_CONFIG, REPO_ROOT, SEG_CONFIG, SEG_SEED, DemoServer, save_random_weights
+from tests.helpers.web_demo import REF_CONFIG, REPO_ROOT, SEG_CONFIG, SEG_SEED, DemoServer, save_random_weights
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from web_demo_helpers import SEG_CONFIG, seeded_default_predictor
+from tests.helpers.web_demo import SEG_CONFIG, seeded_default_predictor
 
 
 def rle_decode(rle):
@@ -167,7 +167,7 @@ def test_upload_size_limit(web_demo, monkeypatch):
     # without Content-Length (chunked), the limit holds while streaming
     import http.client
     host, port = web_demo.url.split("//")[1].split(":")
-    from web_demo_helpers import encode_multipart
+    from tests.helpers.web_demo import encode_multipart
     body, content_type = encode_multipart({"models": "segmentation"}, {"image": ("big.png", big)})
     conn = http.client.HTTPConnection(host, int(port), timeout=30)
     conn.request("POST", "/api/predict", body=iter([body[:1000], body[1000:]]),

@@ -17,7 +17,7 @@ import numpy as np
 import pycocotools.mask as mask_util
 import pytest
 
-from web_demo_helpers import REPO_ROOT, seeded_default_predictor
+from tests.helpers.web_demo import REPO_ROOT, seeded_default_predictor
 
 ARTIFACTS = REPO_ROOT / "output" / "test-artifacts" / "web_demo"
 ENABLE_HINT = ("install Chromium to run them: `apt-get install chromium` (Debian/Ubuntu, as root; "

@@ -71,7 +71,7 @@ def exported(tmp_path_factory):
             path = str(root / f"{family}.onnx")
             if family == "segmenter":
                 # through the command-line tool (loads MODEL.WEIGHTS, exports, checks, compares)
-                from tools.export_onnx import main
+                from tools.export.export_onnx import main
 
                 config_file, opts = FAMILIES[family]
                 status = main(["--config-file", str(REPO / config_file), "--output", path,

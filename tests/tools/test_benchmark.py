@@ -1,9 +1,12 @@
-"""Smoke test of tools/benchmark.py on the tiny Mask2Former preset (1 repetition): the report's
-structure, not its timings."""
+"""tools/benchmark/benchmark.py: statistics, the report's structure on the tiny Mask2Former
+preset (1 repetition; not its timings), the presets' configs. The full-size forward of every
+preset, the memory worker and a compiled variant are ``slow`` (``make test-slow``)."""
 import json
 
-from d2_common.benchmark.stats import summarize
-from d2_common.benchmark.timing import interleaved_timings
+import pytest
+
+from tools.benchmark.stats import summarize
+from tools.benchmark.timing import interleaved_timings
 
 
 def test_summary_statistics():
@@ -21,7 +24,7 @@ def test_interleaving_alternates_the_order():
 
 
 def test_benchmark_tool_report_structure(tmp_path):
-    from tools.benchmark import main
+    from tools.benchmark.benchmark import main
 
     out_json, out_md = tmp_path / "bench.json", tmp_path / "bench.md"
     assert main(["--preset", "tiny_m2f_swin", "--batch", "2", "--reps", "1", "--warmup", "0",
@@ -48,8 +51,9 @@ def test_benchmark_tool_report_structure(tmp_path):
     assert "| tiny_m2f_swin | network | ours | 1 | 64x64 |" in md and "speed-up vs peer" in md
 
 
+@pytest.mark.slow
 def test_benchmark_memory_worker(tmp_path):
-    from tools.benchmark import main
+    from tools.benchmark.benchmark import main
 
     out_json = tmp_path / "bench.json"
     assert main(["--preset", "tiny_m2f_swin", "--no-peer", "--reps", "1", "--warmup", "0",
@@ -62,11 +66,12 @@ def test_benchmark_memory_worker(tmp_path):
     assert mem["method"].startswith(("VmHWM", "ru_maxrss"))
 
 
+@pytest.mark.slow
 def test_every_model_preset_runs(tmp_path):
     """Each full-size preset builds from its config and runs one batch-1 forward (64x64): a
     preset whose config no longer builds the intended model fails here, not in a long run."""
-    from d2_common.benchmark.presets import PRESETS
-    from tools.benchmark import main
+    from tools.benchmark.presets import PRESETS
+    from tools.benchmark.benchmark import main
 
     names = [n for n, p in PRESETS.items() if p.family != "data" and not n.startswith("tiny")]
     assert {"m2f_swin_t_panoptic", "m2f_r50_semantic", "mf_r50_semantic", "segmenter_vit_b_mask",
@@ -81,10 +86,11 @@ def test_every_model_preset_runs(tmp_path):
         assert s["rows"][0]["median_ms"] > 0
 
 
+@pytest.mark.slow
 def test_benchmark_variant_same_weights_interleaved(tmp_path):
     """--variant: our model again with extra config options (here compiled with dynamo's eager
     backend), timed beside ours and the peer, with its own ratio rows and memory case."""
-    from tools.benchmark import main
+    from tools.benchmark.benchmark import main
 
     out_json, out_md = tmp_path / "bench.json", tmp_path / "bench.md"
     assert main(["--preset", "tiny_m2f_swin", "--batch", "2", "--reps", "1", "--warmup", "1",
@@ -105,11 +111,47 @@ def test_benchmark_variant_same_weights_interleaved(tmp_path):
 
 
 def test_benchmark_variant_arguments_checked():
-    import pytest
-
-    from tools.benchmark import parse_args
+    from tools.benchmark.benchmark import parse_args
 
     with pytest.raises(SystemExit):
         parse_args(["--preset", "tiny_m2f_swin", "--variant", "MODEL.COMPILE.ENABLED"])
     with pytest.raises(SystemExit):
         parse_args(["--preset", "tiny_m2f_swin", "--warmup", "0", "--variant", "MODEL.COMPILE.ENABLED", "True"])
+
+
+def test_every_model_preset_config_names_its_architecture():
+    """Each preset's config builds through build_cfg from the repository's configs (fast: no
+    model); the slow test above runs every model."""
+    from tools.benchmark.families import cfg_for
+    from tools.benchmark.presets import PRESETS
+
+    expected = {"maskformer": "MaskFormer", "segmenter": "Segmenter", "restr": "ReSTR"}
+    for name, preset in PRESETS.items():
+        if preset.family == "data":
+            continue
+        cfg = cfg_for(preset)
+        assert cfg.MODEL.META_ARCHITECTURE == expected[preset.family], name
+        assert (cfg.MODEL.DEVICE, cfg.MODEL.WEIGHTS) == ("cpu", ""), name
+    decoders = {n: cfg_for(PRESETS[n]).MODEL.MASK_FORMER.TRANSFORMER_DECODER_NAME
+                for n in ("m2f_r50_semantic", "mf_r50_semantic", "m2f_swin_t_panoptic")}
+    assert decoders == {"m2f_r50_semantic": "MultiScaleMaskedTransformerDecoder",
+                        "mf_r50_semantic": "StandardTransformerDecoder",
+                        "m2f_swin_t_panoptic": "MultiScaleMaskedTransformerDecoder"}
+    assert cfg_for(PRESETS["m2f_swin_t_panoptic"]).MODEL.SWIN.EMBED_DIM == 96
+    assert cfg_for(PRESETS["restr_p8"]).MODEL.VIT.PATCH_SIZE == 8
+
+
+def test_benchmark_variant_rows_and_ratios(tmp_path):
+    """--variant, fast: our tiny model again with a switch, timed beside ours (no peer)."""
+    from tools.benchmark.benchmark import main
+
+    out_json = tmp_path / "bench.json"
+    assert main(["--preset", "tiny_m2f_swin", "--no-peer", "--batch", "1", "--reps", "1", "--warmup", "1",
+                 "--matmul-n", "64", "--modes", "network", "--variant", "MODEL.CHANNELS_LAST.ENABLED", "True",
+                 "--json", str(out_json)]) == 0
+    (sec,) = json.loads(out_json.read_text())["presets"]
+    assert sec["impls"] == ["ours", "variant"]
+    assert sec["variant_options"] == ["MODEL.CHANNELS_LAST.ENABLED", "True"]
+    assert {r["impl"] for r in sec["rows"]} == {"ours", "variant"}
+    for q in sec["variant_ratios"]:
+        assert abs(q["variant_over_ours_latency"] * q["speedup_variant_vs_ours"] - 1) < 1e-9

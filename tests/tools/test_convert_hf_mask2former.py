@@ -11,11 +11,11 @@ import os
 import pytest
 import torch
 
-from d2_common.benchmark.hf_mask2former import (
+from tools.convert.hf_mask2former import (
     ConversionError, build_d2_cfg, check_expected_keys, convert_hf_to_d2, d2_cfg_to_hf_config,
     hf_config_to_d2_options, rename_legacy_hf_keys,
 )
-from d2_common.benchmark.presets import CONFIG_DIR, get_preset
+from tools.benchmark.presets import get_preset
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "..", "fixtures", "convert_hf_mask2former")
 
@@ -79,7 +79,7 @@ def test_check_expected_keys_names_every_problem(full_size_hf_state_dict):
 def test_legacy_hub_names_convert_identically():
     from transformers import Mask2FormerForUniversalSegmentation
 
-    from d2_common.benchmark.hf_mask2former import swin_relative_position_index
+    from tools.convert.hf_mask2former import swin_relative_position_index
 
     torch.manual_seed(0)
     model = Mask2FormerForUniversalSegmentation(d2_cfg_to_hf_config(_tiny_cfg()))
@@ -113,7 +113,7 @@ def test_legacy_hub_names_convert_identically():
 
 def _tiny_cfg():
     p = get_preset("tiny_m2f_swin")
-    return build_d2_cfg(p.options, os.path.join(CONFIG_DIR, p.base_config))
+    return build_d2_cfg(p.options, p.base_config)
 
 
 def test_config_round_trip():
@@ -179,7 +179,7 @@ def test_tiny_model_outputs_equal_hf_per_layer(tiny_pair):
 
 
 def test_cli_converts_a_saved_model_and_verifies_strict_load(tiny_pair, tmp_path):
-    from tools.convert_hf_mask2former import main
+    from tools.convert.convert_hf_mask2former import main
 
     cfg, hf, ours = tiny_pair
     hf.save_pretrained(tmp_path / "hf")
@@ -196,7 +196,7 @@ def test_cli_writes_safetensors_from_a_safetensors_state_dict(tiny_pair, tmp_pat
     from safetensors.torch import save_file
 
     from d2_common.safe_checkpoint import load_checkpoint_file
-    from tools.convert_hf_mask2former import main
+    from tools.convert.convert_hf_mask2former import main
 
     cfg, hf, ours = tiny_pair
     hf.config.to_json_file(str(tmp_path / "config.json"))

@@ -10,7 +10,7 @@ The data is generated on first use into ``$DETECTRON2_DATASETS/shapes`` (default
 ``./datasets/shapes``): 200 train / 50 val images unless ``SHAPES_NUM_TRAIN`` /
 ``SHAPES_NUM_VAL`` (and ``SHAPES_SEED``) say otherwise, read at import. A dataset that is
 missing, corrupt or made with other parameters is regenerated. To generate ahead of time:
-``python tools/generate_shapes.py``.
+``python tools/data/generate_shapes.py``.
 """
 from .builtin import load_shapes_panoptic, load_shapes_sem_seg, register_shapes  # noqa: F401
 from .cache import config_from_env, ensure_shapes, verify_shapes  # noqa: F401

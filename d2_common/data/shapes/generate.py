@@ -32,6 +32,7 @@ from PIL import Image
 from pycocotools import mask as mask_util
 from tqdm import tqdm
 
+from ..panoptic_ids import id2rgb
 from .categories import (
     CATEGORIES, DATASET_ID_TO_CONTIGUOUS, IGNORE_LABEL, LABEL_DIVISOR, NAME_TO_DATASET_ID,
     STUFF_NAMES, THING_CATEGORIES,
@@ -76,10 +77,6 @@ def _bbox(mask: np.ndarray) -> List[float]:
     ys, xs = np.nonzero(mask)
     return [float(xs.min()), float(ys.min()), float(xs.max() - xs.min() + 1),
             float(ys.max() - ys.min() + 1)]
-
-
-def _id2rgb(ids: np.ndarray) -> np.ndarray:
-    return np.stack([ids % 256, ids // 256 % 256, ids // 65536 % 256], -1).astype(np.uint8)
 
 
 def _save_png(array: np.ndarray, path: str) -> None:
@@ -147,7 +144,7 @@ class _SplitWriter:
             segments.append({"id": int(seg_id), "category_id": int(seg_id // LABEL_DIVISOR),
                              "iscrowd": 0, "area": int(m.sum()), "bbox": _bbox(m)})
         _save_png(sem, os.path.join(self.out_dir, "sem_seg", image_name))
-        _save_png(_id2rgb(pan), os.path.join(self.out_dir, "panoptic", image_name))
+        _save_png(id2rgb(pan), os.path.join(self.out_dir, "panoptic", image_name))
         self.panoptic.append({"image_id": image_id, "file_name": image_name,
                               "segments_info": segments})
         self.scenes.append({"image_id": image_id, "file_name": image_name, "height": h,

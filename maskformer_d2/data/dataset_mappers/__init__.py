@@ -5,7 +5,7 @@ from .coco_panoptic_new_baseline_dataset_mapper import COCOPanopticNewBaselineDa
 from .detr_panoptic_dataset_mapper import DETRPanopticDatasetMapper
 from .mask_former_instance_dataset_mapper import MaskFormerInstanceDatasetMapper
 from .mask_former_panoptic_dataset_mapper import MaskFormerPanopticDatasetMapper
-from .mask_former_semantic_dataset_mapper import MaskFormerSemanticDatasetMapper
+from d2_common.data.dataset_mappers import MaskFormerSemanticDatasetMapper  # in the core: Segmenter uses it too
 
 __all__ = [
     "COCOInstanceNewBaselineDatasetMapper",

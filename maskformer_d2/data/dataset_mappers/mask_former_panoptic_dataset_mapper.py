@@ -9,7 +9,7 @@ from detectron2.data import transforms as T
 
 from d2_common.engine.mapper_registry import register_mapper
 
-from .mask_former_semantic_dataset_mapper import MaskFormerSemanticDatasetMapper
+from d2_common.data.dataset_mappers import MaskFormerSemanticDatasetMapper
 from .utils import pad_to_size, read_image_checked, read_panoptic_png, rgb2id, segments_to_instances
 
 __all__ = ["MaskFormerPanopticDatasetMapper"]

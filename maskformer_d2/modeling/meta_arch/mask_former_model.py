@@ -30,6 +30,7 @@ from torch import nn
 
 from d2_common.acceleration import Acceleration
 from d2_common.checkpoint_policy import require_complete_weights, weights_strict_from_cfg
+from d2_common.engine.evaluators import EvalTasks
 
 from ..criterion import SetCriterion
 from ..matcher import HungarianMatcher
@@ -71,13 +72,13 @@ def build_criterion(cfg, num_classes: int) -> SetCriterion:
             raise ValueError(f"MODEL.MASK_FORMER.TRAIN_NUM_POINTS must be > 0; got {num_points}")
     else:
         # MaskFormer hard-codes the class weight to 1 and compares whole masks with focal loss.
-        class_weight, num_points, mask_loss = 1, 0, "focal"
+        class_weight, num_points, mask_loss = 1, None, "focal"
     logger.info(
         "MaskFormer: %s training/inference rules (TRANSFORMER_DECODER_NAME=%s); mask loss %s on %s",
         family,
         mf.TRANSFORMER_DECODER_NAME,
         mask_loss,
-        f"{num_points} sampled points" if num_points else "full-resolution masks",
+        "full-resolution masks" if num_points is None else f"{num_points} sampled points",
     )
     matcher = HungarianMatcher(
         cost_class=class_weight,
@@ -209,6 +210,12 @@ class MaskFormer(nn.Module):
             "acceleration": Acceleration.from_config(cfg),
             "weights_strict": weights_strict_from_cfg(cfg),
         }
+
+    @staticmethod
+    def eval_tasks(cfg) -> EvalTasks:
+        """Which outputs the evaluators of ``cfg`` receive (``MODEL.MASK_FORMER.TEST.*_ON``)."""
+        test = cfg.MODEL.MASK_FORMER.TEST
+        return EvalTasks(semantic=test.SEMANTIC_ON, instance=test.INSTANCE_ON, panoptic=test.PANOPTIC_ON)
 
     @property
     def device(self) -> torch.device:

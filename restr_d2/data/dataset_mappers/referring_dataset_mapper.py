@@ -6,18 +6,18 @@ from typing import Dict, List, Optional
 
 import numpy as np
 import torch
-from PIL import Image
 from pycocotools import mask as mask_util
 
 from detectron2.config import configurable
-from detectron2.data import transforms as T
 
+from d2_common.engine.mapper_registry import register_mapper
 from d2_common.validation import (
     DEFAULT_MAX_IMAGE_PIXELS, BadRecordError, image_reader_kwargs, read_image_checked,
 )
 from d2_common.validation.records import raise_if_marked_bad
 
 from ...modeling.language.tokenizer import check_sentence
+from ...modeling.restr.resize import resize_and_pad_uint8
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +95,7 @@ def _cfg(cfg, key: str):
     return node
 
 
+@register_mapper("referring")
 class ReferringDatasetMapper:
     """Reads the image, resizes its long side to S keeping the aspect ratio, pads bottom/right
     with zeros to (S, S), and rasterises the referred object's mask.
@@ -110,6 +111,9 @@ class ReferringDatasetMapper:
     annotations, unusable segmentation); wrap the mapper in ``SafeMapper`` to skip such records
     under ``DATALOADER.BAD_RECORD_POLICY: "skip"``.
     """
+
+    #: the test sets go through this mapper too (sentences, resize-and-pad, ``gt_mask_orig``)
+    maps_test_sets = True
 
     @configurable
     def __init__(self, is_train: bool = True, *, image_size: int, image_format: str = "RGB",
@@ -187,19 +191,12 @@ class ReferringDatasetMapper:
                 mask = mask[:, ::-1] if mask is not None else None
                 sentence = swap_lr_words(sentence)
 
-        s = self.image_size
-        scale = s / max(h, w)
-        nh, nw = max(1, int(round(h * scale))), max(1, int(round(w * scale)))
-        resize = T.ResizeTransform(h, w, nh, nw, Image.BILINEAR)
-        padded = np.zeros((s, s, image.shape[2]), dtype=np.uint8)
-        padded[:nh, :nw] = resize.apply_image(np.ascontiguousarray(image))
+        padded, resized_size, gt = resize_and_pad_uint8(image, self.image_size, mask)
         dataset_dict["image"] = torch.as_tensor(np.ascontiguousarray(padded.transpose(2, 0, 1)))
         dataset_dict["sentence"] = sentence
         dataset_dict["height"], dataset_dict["width"] = h, w
-        dataset_dict["resized_size"] = (nh, nw)
+        dataset_dict["resized_size"] = resized_size
         if mask is not None:
-            gt = np.zeros((s, s), dtype=np.uint8)
-            gt[:nh, :nw] = resize.apply_segmentation(np.ascontiguousarray(mask, dtype=np.uint8))
             dataset_dict["gt_mask"] = torch.as_tensor(gt)
             if not self.is_train:
                 dataset_dict["gt_mask_orig"] = torch.as_tensor(np.ascontiguousarray(mask))

@@ -6,7 +6,7 @@ from .pos_embed import resize_pos_embed  # noqa: F401
 from .vit import (  # noqa: F401
     VIT_PRESETS,
     VisionTransformer,
-    init_weights_official,
+    init_segmenter_weights,
     pad_to_patch_multiple,
     trunc_normal_,
     vit_kwargs_from_official,

@@ -3,7 +3,7 @@ Mask2Former family (MSDeformAttn pixel decoder) can run on a DINOv2 ViT.
 
 Registered as ``D2ViTSimpleFeaturePyramid`` (``MODEL.BACKBONE.NAME``); the ViT is configured by
 ``MODEL.VIT.*`` as for Segmenter and its keys are ``backbone.vit.*`` (what
-``tools/convert_dinov2.py --model mask2former`` writes).
+``tools/convert/convert_dinov2.py --model mask2former`` writes).
 """
 import logging
 from typing import Dict, List, Sequence

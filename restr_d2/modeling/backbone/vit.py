@@ -21,7 +21,7 @@ __all__ = [
     "VIT_PRESETS",
     "pad_to_patch_multiple",
     "vit_kwargs_from_official",
-    "init_weights_official",
+    "init_segmenter_weights",
     "trunc_normal_",
 ]
 
@@ -60,9 +60,10 @@ def trunc_normal_(tensor: torch.Tensor, std: float = 0.02, a: float = -2.0, b: f
     return tensor.clamp_(min=a, max=b)
 
 
-def init_weights_official(module: nn.Module) -> None:
-    # Official init: trunc-normal(.02) Linear weights, zero biases, LayerNorm (1, 0);
-    # the patch-embedding conv keeps PyTorch's default init.
+def init_segmenter_weights(module: nn.Module) -> None:
+    """Official Segmenter init (ViT and heads): trunc-normal(.02) Linear weights drawn by
+    :func:`trunc_normal_`, zero biases, LayerNorm (1, 0); convolutions (the patch embedding)
+    keep PyTorch's default. ReSTR's differs: ``restr_d2.modeling.language.blocks.init_restr_weights``."""
     if isinstance(module, nn.Linear):
         trunc_normal_(module.weight, std=0.02)
         if module.bias is not None:
@@ -200,7 +201,7 @@ class VisionTransformer(nn.Module):
             trunc_normal_(self.dist_token, std=0.02)
         if self.num_register_tokens:
             trunc_normal_(self.register_tokens, std=0.02)
-        self.apply(init_weights_official)
+        self.apply(init_segmenter_weights)
 
     @property
     def image_size(self) -> Tuple[int, int]:

@@ -19,7 +19,7 @@ __all__ = [
     "PreNormBlock",
     "PostNormBlock",
     "key_padding_to_attn_mask",
-    "init_official_weights",
+    "init_restr_weights",
 ]
 
 
@@ -107,9 +107,10 @@ class PostNormBlock(nn.Module):
         return self.norm2(x + self.drop_path(self.mlp(x)))
 
 
-def init_official_weights(module: nn.Module) -> None:
-    """Official ReSTR ``init_weights``: trunc-normal(.02) Linear weights, LayerNorm (1, 0),
-    xavier-uniform Conv2d weights, all biases 0. Use with ``module.apply``."""
+def init_restr_weights(module: nn.Module) -> None:
+    """Official ReSTR ``init_weights``: trunc-normal(.02) Linear weights (``nn.init``), LayerNorm
+    (1, 0), xavier-uniform Conv2d weights, all biases 0. Use with ``module.apply``. Segmenter's
+    differs: ``restr_d2.modeling.backbone.vit.init_segmenter_weights``."""
     if isinstance(module, nn.Linear):
         nn.init.trunc_normal_(module.weight, std=0.02)
         if module.bias is not None:

@@ -13,7 +13,7 @@ import torch
 from detectron2.config import configurable
 from torch import nn
 
-from .blocks import PostNormBlock, init_official_weights
+from .blocks import PostNormBlock, init_restr_weights
 from .build import LANGUAGE_ENCODER_REGISTRY, LanguageFeatures
 from .position_encoding import sinusoidal_position_encoding
 from .tokenizer import WordTokenizer
@@ -83,7 +83,7 @@ class GloVeTransformerEncoder(nn.Module):
         self.proj_lang = nn.Linear(d_lang, d_model)
         self.lang_norm = nn.LayerNorm(d_model)
 
-        self.apply(init_official_weights)
+        self.apply(init_restr_weights)
         with torch.no_grad():
             if word_vectors is not None:
                 word_vectors = torch.as_tensor(word_vectors, dtype=torch.float32)

@@ -19,7 +19,7 @@ import torch
 from detectron2.config import configurable
 from torch import nn
 
-from .blocks import init_official_weights
+from .blocks import init_restr_weights
 from .build import LANGUAGE_ENCODER_REGISTRY, LanguageFeatures
 from .tokenizer import check_sentence
 
@@ -94,8 +94,8 @@ class HFLanguageEncoder(nn.Module):
         hidden = self.model.config.hidden_size
         self.proj_lang = nn.Linear(hidden, d_model)
         self.lang_norm = nn.LayerNorm(d_model)
-        self.proj_lang.apply(init_official_weights)
-        self.lang_norm.apply(init_official_weights)
+        self.proj_lang.apply(init_restr_weights)
+        self.lang_norm.apply(init_restr_weights)
         if self.freeze:
             self.model.requires_grad_(False)
         logger.info(

@@ -6,7 +6,7 @@ equal ours (``encoder_v.*``, ``encoder_l.*``, ``fusion_module.*``, including the
 ``DetectionCheckpointer`` reads it directly through ``MODEL.WEIGHTS`` (a bare dict is wrapped as
 ``{"model": ...}``). ``convert_official_restr_state_dict`` only normalises the container
 (``{"model": ...}``, ``{"state_dict": ...}``, DDP ``module.`` prefixes) and checks the key set;
-``tools/convert_restr_checkpoint.py`` writes the result as a detectron2 checkpoint.
+``tools/convert/convert_restr_checkpoint.py`` writes the result as a detectron2 checkpoint.
 """
 from collections import OrderedDict
 from typing import Dict, Mapping

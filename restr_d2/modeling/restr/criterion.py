@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from d2_common.modeling.losses import dice_loss
+
 __all__ = ["patch_labels", "ReferringCriterion"]
 
 
@@ -73,8 +75,6 @@ class ReferringCriterion(nn.Module):
             "loss_patch": F.binary_cross_entropy_with_logits(patch_logits, p_labels),
         }
         if self.dice_weight > 0:
-            prob = pixel_logits.sigmoid().flatten(1)
-            g = gt.flatten(1)
-            dice = 1 - (2 * (prob * g).sum(1) + 1) / (prob.sum(1) + g.sum(1) + 1)
-            losses["loss_dice"] = dice.mean()
+            # per image, averaged over the batch
+            losses["loss_dice"] = dice_loss(pixel_logits, gt, num_masks=gt.shape[0])
         return losses

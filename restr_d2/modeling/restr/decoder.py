@@ -2,7 +2,7 @@
 import torch
 from torch import nn
 
-from ..language.blocks import init_official_weights
+from ..language.blocks import init_restr_weights
 
 __all__ = ["UpsampleBlock", "CoarseToFineDecoder"]
 
@@ -44,7 +44,7 @@ class CoarseToFineDecoder(nn.ModuleList):
         blocks.append(nn.Conv2d(dim // 2 ** (num_upsample - 1), 1, kernel_size=1, bias=False))
         super().__init__(blocks)
         self.num_upsample = num_upsample
-        self.apply(init_official_weights)
+        self.apply(init_restr_weights)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for layer in self:

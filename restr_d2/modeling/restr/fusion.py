@@ -35,7 +35,7 @@ from detectron2.config import configurable
 from detectron2.utils.registry import Registry
 from torch import nn
 
-from ..language.blocks import PreNormBlock, init_official_weights
+from ..language.blocks import PreNormBlock, init_restr_weights
 from ..language.build import LanguageFeatures
 from .decoder import CoarseToFineDecoder
 
@@ -122,9 +122,9 @@ class MultimodalFusion(nn.Module):
         self.norm = nn.LayerNorm(dim)
         self.decoder = CoarseToFineDecoder(dim, num_upsample) if self.use_decoder else nn.ModuleList()
 
-        self.proj_v.apply(init_official_weights)
-        self.proj_l.apply(init_official_weights)
-        self.norm.apply(init_official_weights)
+        self.proj_v.apply(init_restr_weights)
+        self.proj_l.apply(init_restr_weights)
+        self.norm.apply(init_restr_weights)
         nn.init.trunc_normal_(self.seed_emb, std=0.02)
 
     def _make_blocks(self) -> nn.ModuleList:
@@ -132,7 +132,7 @@ class MultimodalFusion(nn.Module):
         blocks = nn.ModuleList(
             [PreNormBlock(dim, heads, mlp_dim, dropout, dpr[i]) for i in range(self._num_blocks)]
         )
-        blocks.apply(init_official_weights)
+        blocks.apply(init_restr_weights)
         return blocks
 
     def _run(self, blocks: nn.ModuleList, x: torch.Tensor, key_valid: Optional[torch.Tensor]):
@@ -147,7 +147,7 @@ class MultimodalFusion(nn.Module):
         return dict(
             d_vision=d_vision,
             d_language=d_language,
-            dim=f.DIM or d_vision,
+            dim=fusion_dim(cfg, d_vision),
             num_layers=f.NUM_LAYERS,
             num_heads=f.NUM_HEADS,
             mlp_ratio=f.MLP_RATIO,
@@ -256,9 +256,20 @@ class VanillaFusion(MultimodalFusion):
         return x[:, :N], x[:, -1:], x
 
 
+def fusion_dim(cfg, d_vision: int) -> int:
+    """``MODEL.RESTR.FUSION.DIM``: null (the default) is the ViT width ``d_vision`` (official)."""
+    dim = cfg.MODEL.RESTR.FUSION.DIM
+    if dim is None:
+        return d_vision
+    if int(dim) <= 0:
+        raise ValueError(f"MODEL.RESTR.FUSION.DIM={dim}: give a positive width, or null (the default) "
+                         f"for the ViT width ({d_vision})")
+    return int(dim)
+
+
 def decoder_num_upsample(cfg) -> int:
-    """``MODEL.RESTR.DECODER.NUM_UPSAMPLE``, 0 meaning log2(``MODEL.VIT.PATCH_SIZE``): the
-    number of 2x blocks that bring the patch grid back to the input resolution. Any other
+    """``MODEL.RESTR.DECODER.NUM_UPSAMPLE``, null (the default) meaning log2(``MODEL.VIT.PATCH_SIZE``):
+    the number of 2x blocks that bring the patch grid back to the input resolution. Any other
     count would give pixel logits at the wrong resolution, so it is an error."""
     patch = int(cfg.MODEL.VIT.PATCH_SIZE)
     exact = patch.bit_length() - 1
@@ -271,23 +282,23 @@ def decoder_num_upsample(cfg) -> int:
             )
         # DINOv2 patch 14 (issue 18): 2^ceil(log2 P) x, then ReSTR.predict resizes to the input
         exact += 1
-        n = int(cfg.MODEL.RESTR.DECODER.NUM_UPSAMPLE)
-        if n not in (0, exact):
+        n = cfg.MODEL.RESTR.DECODER.NUM_UPSAMPLE
+        if n is not None and int(n) != exact:
             raise ValueError(f"MODEL.RESTR.DECODER.NUM_UPSAMPLE={n}: with PATCH_SIZE {patch} and RESIZE_TO_INPUT "
-                             f"it must be 0 or {exact} (the first 2^n above the patch size)")
+                             f"it must be null or {exact} (the first 2^n above the patch size)")
         logger.info(f"ReSTR decoder: {exact} upsampling blocks ({2 ** exact}x) for patch {patch}, pixel logits "
                     "resized to the input size (MODEL.RESTR.DECODER.RESIZE_TO_INPUT)")
         return exact
-    n = int(cfg.MODEL.RESTR.DECODER.NUM_UPSAMPLE)
-    if n == 0:
+    n = cfg.MODEL.RESTR.DECODER.NUM_UPSAMPLE
+    if n is None:
         return exact
-    if n != exact:
+    if int(n) != exact:
         raise ValueError(
-            f"MODEL.RESTR.DECODER.NUM_UPSAMPLE={n} upsamples the patch grid {2 ** n}x, but "
-            f"MODEL.VIT.PATCH_SIZE={patch} needs {patch}x: set NUM_UPSAMPLE to {exact}, or to 0 "
-            f"(= log2 of the patch size)"
+            f"MODEL.RESTR.DECODER.NUM_UPSAMPLE={n} upsamples the patch grid {2 ** int(n)}x, but "
+            f"MODEL.VIT.PATCH_SIZE={patch} needs {patch}x: set NUM_UPSAMPLE to {exact}, or leave it "
+            f"null (the default: log2 of the patch size)"
         )
-    return n
+    return int(n)
 
 
 def build_fusion_module(cfg, d_vision: int, d_language: int) -> MultimodalFusion:

@@ -14,15 +14,20 @@ antialias: the behaviour of ``torchvision.transforms.functional.resize`` on tens
 torchvision 0.14.1, the version the official code pins (0.17+ antialiases when downscaling).
 """
 import math
-from typing import Tuple
+from typing import Optional, Tuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
+
+from detectron2.data import transforms as T
 
 __all__ = [
     "PAD_LAYOUTS",
     "resized_shape",
     "resize_and_pad",
+    "resize_and_pad_uint8",
     "official_resize_and_crop",
     "crop_and_resize",
     "undo_resize_and_pad",
@@ -66,6 +71,25 @@ def resize_and_pad(
     out = images.new_full((B, C, size, size), float(pad_value))
     out[..., top : top + h, left : left + w] = _resize(images, (h, w), "bilinear")
     return out, (top, left, h, w)
+
+
+def resize_and_pad_uint8(
+    image: np.ndarray, size: int, mask: Optional[np.ndarray] = None
+) -> Tuple[np.ndarray, Tuple[int, int], Optional[np.ndarray]]:
+    """The bottom/right layout on uint8 images, as the referring mapper and
+    ``ReferringPredictor`` read them: (H, W, C) -> ((S, S, C) with the long side resized to S by
+    PIL bilinear and zeros bottom/right, (h, w) of the image inside, the (H, W) ``mask``
+    resized by nearest neighbour into an (S, S) uint8 array, or None)."""
+    H, W = image.shape[:2]
+    h, w = resized_shape(H, W, size)
+    resize = T.ResizeTransform(H, W, h, w, Image.BILINEAR)
+    padded = np.zeros((size, size, image.shape[2]), dtype=np.uint8)
+    padded[:h, :w] = resize.apply_image(np.ascontiguousarray(image))
+    padded_mask = None
+    if mask is not None:
+        padded_mask = np.zeros((size, size), dtype=np.uint8)
+        padded_mask[:h, :w] = resize.apply_segmentation(np.ascontiguousarray(mask, dtype=np.uint8))
+    return padded, (h, w), padded_mask
 
 
 def official_resize_and_crop(

@@ -20,7 +20,7 @@ from d2_common.checkpoint_policy import require_complete_weights, weights_strict
 
 from ..backbone.d2_vit import vit_kwargs_from_config
 from ..backbone.vit import VisionTransformer
-from ..language.blocks import init_official_weights
+from ..language.blocks import init_restr_weights
 from ..language.build import build_language_encoder
 from .criterion import ReferringCriterion
 from .fusion import build_fusion_module
@@ -37,7 +37,7 @@ def build_restr_vit(cfg) -> VisionTransformer:
     v = cfg.MODEL.VIT
     logger.info(f"ReSTR vision encoder: ViT {v.EMBED_DIM}x{v.DEPTH}, attention {v.ATTN_IMPL!r}")
     vit = VisionTransformer(**vit_kwargs_from_config(cfg))
-    vit.patch_embed.proj.apply(init_official_weights)
+    vit.patch_embed.proj.apply(init_restr_weights)
     return vit
 
 

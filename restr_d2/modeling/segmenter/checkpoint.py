@@ -1,7 +1,7 @@
 """Strict loading of Segmenter weights.
 
 The model's state dict equals the official one (``encoder.*``, ``decoder.*``), so an official
-checkpoint needs no renaming. ``tools/convert_segmenter_checkpoint.py`` is the one converter
+checkpoint needs no renaming. ``tools/convert/convert_segmenter_checkpoint.py`` is the one converter
 (official Segmenter or timm/JAX ViT -> a detectron2 ``{"model": ...}`` file);
 ``SegmenterCheckpointer`` refuses, with an explanation, anything that would load partially.
 """

@@ -7,7 +7,7 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 from torch import nn
 
-from ..backbone.vit import init_weights_official
+from ..backbone.vit import init_segmenter_weights
 
 __all__ = ["SegmenterLinearHead"]
 
@@ -25,7 +25,7 @@ class SegmenterLinearHead(nn.Module):
         self.in_feature = in_feature
         self.num_classes = num_classes
         self.head = nn.Linear(in_channels, num_classes)
-        self.apply(init_weights_official)
+        self.apply(init_segmenter_weights)
 
     @classmethod
     def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]):

@@ -4,7 +4,7 @@ Learned class embeddings are appended after the projected patch tokens, both go 
 pre-norm transformer blocks, and the class masks are the scalar products of the L2-normalized
 patch and class embeddings, normalized over classes by ``mask_norm``.
 """
-from typing import Dict
+from typing import Dict, Optional
 
 import torch
 from detectron2.config import configurable
@@ -13,7 +13,7 @@ from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 from torch import nn
 
 from ..backbone.blocks import Block
-from ..backbone.vit import init_weights_official, trunc_normal_
+from ..backbone.vit import init_segmenter_weights, trunc_normal_
 
 __all__ = ["SegmenterMaskTransformerHead"]
 
@@ -37,7 +37,7 @@ class SegmenterMaskTransformerHead(nn.Module):
         num_classes: int,
         embed_dim: int,
         num_layers: int = 2,
-        num_heads: int = 0,
+        num_heads: Optional[int] = None,
         mlp_ratio: float = 4.0,
         dropout: float = 0.0,
         drop_path_rate: float = 0.0,
@@ -50,13 +50,16 @@ class SegmenterMaskTransformerHead(nn.Module):
             num_classes: number of class embeddings (= output channels).
             embed_dim: decoder width (the official factory uses the encoder width).
             num_layers: transformer blocks (official: 2).
-            num_heads: 0 for the official rule ``embed_dim // 64``.
+            num_heads: None for the official rule ``embed_dim // 64``.
             mlp_ratio: MLP hidden = mlp_ratio * embed_dim (official: 4).
             dropout, drop_path_rate: regularization inside the blocks.
             attn_impl: "sdpa" or "math", see ``backbone.blocks.ATTN_IMPLS``.
         """
         super().__init__()
-        if num_heads <= 0:
+        if num_heads is not None and num_heads <= 0:
+            raise ValueError(f"num_heads={num_heads} (MODEL.SEGMENTER.DECODER.NUM_HEADS): give a positive "
+                             "number, or None / null (the default) for the official rule embed_dim // 64")
+        if num_heads is None:
             num_heads = embed_dim // 64
             if num_heads == 0:
                 raise ValueError(
@@ -86,7 +89,7 @@ class SegmenterMaskTransformerHead(nn.Module):
         self.proj_classes = nn.Parameter(scale * torch.randn(embed_dim, embed_dim))
         self.decoder_norm = nn.LayerNorm(embed_dim)
         self.mask_norm = nn.LayerNorm(num_classes)
-        self.apply(init_weights_official)
+        self.apply(init_segmenter_weights)
         trunc_normal_(self.cls_emb, std=0.02)
 
     @classmethod

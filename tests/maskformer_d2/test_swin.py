@@ -1,0 +1,119 @@
+"""D2SwinTransformer: official checkpoint layout, output strides/channels, window attention math."""
+import json
+
+import pytest
+import torch
+from detectron2.config import get_cfg
+from detectron2.modeling import build_backbone
+from detectron2.projects.deeplab import add_deeplab_config
+
+from maskformer_d2 import add_maskformer2_config
+import torch.nn.functional as F
+
+from maskformer_d2.modeling.backbone.swin import (
+    WindowAttention,
+    shifted_window_mask,
+    window_gather_index,
+    window_partition,
+)
+from tests.helpers.paths import REPO as REPOSITORY
+
+REPO = REPOSITORY
+SWIN_T = REPO / "configs/mask2former/coco/panoptic-segmentation/swin/maskformer2_swin_tiny_bs16_50ep.yaml"
+KEYS = REPO / "tests/fixtures/keys/m2f_coco_panoptic_swin_tiny.json"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def single_thread():
+    # Two intra-op threads spin-wait badly on the shared 2-core machine; results are unaffected.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def swin_t(single_thread):
+    cfg = get_cfg()
+    add_deeplab_config(cfg)
+    add_maskformer2_config(cfg)
+    cfg.merge_from_file(str(SWIN_T))
+    cfg.MODEL.DEVICE = "cpu"
+    torch.manual_seed(0)
+    return build_backbone(cfg).eval()
+
+
+def test_state_dict_equals_official_checkpoint_layout(swin_t):
+    official = json.loads(KEYS.read_text())
+    expected = [(k[len("backbone."):], v) for k, v in official.items() if k.startswith("backbone.")]
+    got = [(k, list(v.shape)) for k, v in swin_t.state_dict().items()]
+    assert len(expected) == 189
+    assert got == expected
+    # The relative-position index is a persistent buffer with the official values.
+    idx = swin_t.state_dict()["layers.0.blocks.0.attn.relative_position_index"]
+    assert idx.dtype == torch.int64 and idx.min().item() == 0 and idx.max().item() == 168
+    assert idx[0, 0].item() == 84 and idx[0, 48].item() == 0 and idx[48, 0].item() == 168
+
+
+def test_forward_odd_size_strides_and_channels(swin_t):
+    x = torch.randn(1, 3, 70, 90)
+    with torch.no_grad():
+        out = swin_t(x)
+    shapes = swin_t.output_shape()
+    expected = {"res2": (96, 18, 23), "res3": (192, 9, 12), "res4": (384, 5, 6), "res5": (768, 3, 3)}
+    assert set(out) == set(expected) == set(shapes)
+    for name, (c, h, w) in expected.items():
+        assert out[name].shape == (1, c, h, w)
+        assert shapes[name].channels == c and shapes[name].stride == {"res2": 4, "res3": 8, "res4": 16, "res5": 32}[name]
+        assert torch.isfinite(out[name]).all()
+    assert swin_t.size_divisibility == 32
+    with pytest.raises(ValueError, match="N, C, H, W"):
+        swin_t(torch.randn(3, 70, 90))
+
+
+def test_window_attention_equals_explicit_softmax():
+    torch.manual_seed(0)
+    ws, heads, dim = 3, 2, 8
+    attn = WindowAttention(dim, ws, heads).eval()
+    torch.nn.init.normal_(attn.relative_position_bias_table, std=0.5)
+    mask = shifted_window_mask(6, 6, ws, 1, "cpu")  # 4 windows, -100 across shifted regions
+    x = torch.randn(2 * mask.shape[0], ws * ws, dim)
+    got = attn(x, mask)
+
+    qkv = attn.qkv(x).reshape(x.shape[0], ws * ws, 3, heads, dim // heads).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv[0] * attn.scale, qkv[1], qkv[2]
+    bias = attn.relative_position_bias_table[attn.relative_position_index.view(-1)].view(ws * ws, ws * ws, heads)
+    logits = q @ k.transpose(-2, -1) + bias.permute(2, 0, 1)[None]
+    logits = logits + mask.repeat(2, 1, 1)[:, None]  # windows are ordered image by image
+    ref = attn.proj((logits.softmax(-1) @ v).transpose(1, 2).reshape(x.shape[0], ws * ws, dim))
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
+    assert (mask == -100).any() and (mask == 0).any()
+
+
+@pytest.mark.parametrize("size", [(96, 128), (64, 224)])
+def test_forward_one_window_high_several_wide(swin_t, size):
+    # res4 of a 96x128 input is 6x8: padded to one 7x7 window high and two wide, where the
+    # window partition used to produce a view that could not be reshaped
+    with torch.no_grad():
+        out = swin_t(torch.randn(1, 3, *size))
+    assert out["res4"].shape[-2:] == (size[0] // 16, size[1] // 16)
+    assert all(torch.isfinite(v).all() for v in out.values())
+
+
+@pytest.mark.parametrize("h,w,ws,shift", [(9, 11, 3, 1), (6, 6, 3, 0), (5, 12, 7, 3), (14, 14, 7, 3), (4, 4, 7, 0)])
+def test_window_gather_index_equals_pad_roll_partition(h, w, ws, shift):
+    """The block's single gather equals the official pad -> roll(-shift) -> window partition,
+    and its inverse equals window reverse -> roll(+shift) -> crop."""
+    c = 2
+    tokens = torch.randn(1, h * w, c)
+    hp, wp = -(-h // ws) * ws, -(-w // ws) * ws
+    padded = F.pad(tokens.view(1, h, w, c), (0, 0, 0, wp - w, 0, hp - h))
+    rolled = torch.roll(padded, shifts=(-shift, -shift), dims=(1, 2)) if shift else padded
+    expected = window_partition(rolled, ws).view(1, -1, c)
+
+    to_windows, from_windows = window_gather_index(h, w, ws, shift, "cpu")
+    with_zero = torch.cat([tokens, tokens.new_zeros(1, 1, c)], 1)
+    windows = with_zero.index_select(1, to_windows)
+    assert torch.equal(windows, expected)
+    assert torch.equal(windows.index_select(1, from_windows), tokens)
+    assert sorted(from_windows.tolist()) == sorted(set(from_windows.tolist()))  # a permutation

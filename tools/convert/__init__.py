@@ -1,0 +1,1 @@
+"""Checkpoint converters: official / timm / torchvision / Hugging Face weights -> our state dicts."""

@@ -1,0 +1,1 @@
+"""Dataset tools: generate and verify the synthetic shapes datasets."""

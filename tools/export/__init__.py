@@ -1,0 +1,1 @@
+"""Deployment tools: a config's model as an ONNX graph."""
