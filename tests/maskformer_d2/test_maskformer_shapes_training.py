@@ -74,6 +74,8 @@ def _run_driver(tmp_path, specs, num_train, num_val, timeout):
     env = dict(
         os.environ, DETECTRON2_DATASETS=str(tmp_path / "data"), SHAPES_NUM_TRAIN=str(num_train),
         SHAPES_NUM_VAL=str(num_val), PYTHONWARNINGS="ignore",
+        # the driver below is this file run as a script: it imports tests.helpers from the repo
+        PYTHONPATH=os.pathsep.join([REPO] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]),
         # one thread: on a loaded 2-core machine two OpenMP threads per process are ~10x slower
         OMP_NUM_THREADS="1",
     )

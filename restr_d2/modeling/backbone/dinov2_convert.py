@@ -127,7 +127,7 @@ def _check_complete(out: Dict[str, torch.Tensor], fmt: str) -> None:
     if missing:
         raise DINOv2ConversionError(
             f"{fmt}: {len(missing)} tensor(s) of a DINOv2 ViT are missing from the file: {_shown(missing)} "
-            f"(a ViT without LayerScale is not a DINOv2; use tools/convert_segmenter_checkpoint.py --from timm)")
+            f"(a ViT without LayerScale is not a DINOv2; use tools/convert/convert_segmenter_checkpoint.py --from timm)")
 
 
 def _refuse_swiglu(keys, fmt: str) -> None:

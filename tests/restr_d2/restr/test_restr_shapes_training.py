@@ -67,6 +67,8 @@ def _run(tmp_path, num_train: int, num_val: int, timeout: int, max_iter: str = "
     env = dict(
         os.environ, DETECTRON2_DATASETS=str(tmp_path / "data"), SHAPES_NUM_TRAIN=str(num_train),
         SHAPES_NUM_VAL=str(num_val), PYTHONWARNINGS="ignore",
+        # the driver below is this file run as a script: it imports tests.helpers from the repo
+        PYTHONPATH=os.pathsep.join([REPO] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]),
         # one thread: on a loaded 2-core machine two OpenMP threads per process run ~20x slower
         OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
     )

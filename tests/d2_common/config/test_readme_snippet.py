@@ -10,7 +10,7 @@ from detectron2.modeling import build_model
 
 from d2_common.config import build_cfg, get_config_file
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def _snippet() -> str:
