@@ -19,8 +19,8 @@ from detectron2.utils.logger import setup_logger
 import maskformer_d2  # noqa: F401  (registers models, datasets, mappers)
 import restr_d2  # noqa: F401
 from d2_common.config import build_cfg, load_config  # noqa: F401  (re-exported for old imports)
-from d2_common.checkpoint_policy import weights_strict_from_cfg
-from d2_common.config_checks import check_config, load_weights_checked
+from d2_common.checkpoint_policy import load_weights_checked, weights_strict_from_cfg
+from d2_common.config_checks import check_config
 from d2_common.engine import launch
 from d2_common.resume import ResilientCheckpointer
 from d2_common.engine.trainer import Trainer

@@ -25,13 +25,14 @@ from typing import Iterable, List, Optional, Sequence, Tuple
 from torch import nn
 
 from .config.families import guess_checkpoint_family
-from .config_checks import CheckpointShapeError
+from .config_checks import CheckpointShapeError, check_weights_file
+from .safe_checkpoint import SafeDetectionCheckpointer, read_checkpoint_file
 
 __all__ = [
     "PRETRAINED_CLASSIFIER_KEYS",
     "WeightsMismatchError",
     "check_loaded_weights",
-    "load_model_weights",
+    "load_weights_checked",
     "require_complete_weights",
     "weights_policy",
     "weights_strict_from_cfg",
@@ -186,8 +187,8 @@ def weights_policy(model: nn.Module, policy: str):
             object.__setattr__(model, _POLICY_ATTR, before)
 
 
-def load_model_weights(model: nn.Module, path: str, *, policy: str = "complete", allow_shape_mismatch: bool = False,
-                       checkpointer=None):
+def load_weights_checked(model: nn.Module, path: str, *, policy: str = "complete", allow_shape_mismatch: bool = False,
+                         checkpointer=None):
     """Load ``path`` like ``DetectionCheckpointer(model).load(path)`` (``.pkl`` name matching,
     "module." prefixes), then apply ``policy`` with the full picture (file keys, shapes) and log
     which file was loaded (and its iteration). ``allow_shape_mismatch``: tensors of another shape
@@ -195,8 +196,6 @@ def load_model_weights(model: nn.Module, path: str, *, policy: str = "complete",
 
     Returns fvcore's incompatible-keys tuple.
     """
-    from .config_checks import check_weights_file
-    from .safe_checkpoint import SafeDetectionCheckpointer
 
     if not path:
         if policy == "complete":
@@ -207,8 +206,7 @@ def load_model_weights(model: nn.Module, path: str, *, policy: str = "complete",
         return None
     check_weights_file(path)
     checkpointer = checkpointer if checkpointer is not None else SafeDetectionCheckpointer(model)
-    from .resume.checkpointer import read_checkpoint_file  # one reader, one error (CorruptCheckpointError)
-
+    # one reader, one error (CorruptCheckpointError), as in training
     checkpoint = read_checkpoint_file(checkpointer._load_file, path)
     file_keys = list(checkpoint.get("model", {}).keys()) if isinstance(checkpoint, dict) else []
     iteration = checkpoint.get("iteration") if isinstance(checkpoint, dict) else None

@@ -46,7 +46,6 @@ __all__ = [
     "check_weights_file",
     "check_checkpoint_shapes",
     "drop_mismatched_keys",
-    "load_weights_checked",
     "check_config",
 ]
 
@@ -483,18 +482,6 @@ def drop_mismatched_keys(model, checkpoint: Mapping) -> Dict:
         logger.warning(f"dropping {m.key} from the checkpoint: shape {m.checkpoint_shape} vs model {m.model_shape}")
     drop = {m.key for m in bad}
     return {k: v for k, v in state.items() if k not in drop}
-
-
-def load_weights_checked(model, path: str, *, allow_shape_mismatch: bool = False, checkpointer=None,
-                         policy: str = "complete"):
-    """Load ``path`` into ``model`` like ``DetectionCheckpointer(model).load(path)``, but tensors
-    whose shapes differ are an error (:class:`CheckpointShapeError` listing them) unless
-    ``allow_shape_mismatch``, and weights that do not cover the model are a
-    ``WeightsMismatchError`` (``policy``: see :mod:`d2_common.checkpoint_policy`)."""
-    from .checkpoint_policy import load_model_weights
-
-    return load_model_weights(model, path, policy=policy, allow_shape_mismatch=allow_shape_mismatch,
-                              checkpointer=checkpointer)
 
 
 # -- all config-only checks ------------------------------------------------------------------------

@@ -40,12 +40,41 @@ __all__ = [
     "save_checkpoint",
     "SafeDetectionCheckpointer",
     "install_safe_checkpoint_loading",
+    "CorruptCheckpointError",
+    "read_checkpoint_file",
 ]
 
 logger = logging.getLogger(__name__)
 
 # safetensors metadata is str -> str; the checkpoint's non-tensor entries are one JSON object
 SAFETENSORS_METADATA_KEY = "detectron2"
+
+
+class CorruptCheckpointError(RuntimeError):
+    """A checkpoint file exists but cannot be read (truncated, zero bytes, not a checkpoint)."""
+
+    def __init__(self, path, reason):
+        super().__init__(
+            f"checkpoint '{path}' is corrupt or truncated and cannot be loaded ({reason}). "
+            "If training was killed while writing it, resume from an earlier checkpoint: "
+            "point 'last_checkpoint' in the output directory at it, or pass it as MODEL.WEIGHTS."
+        )
+        self.path = path
+
+
+def read_checkpoint_file(load_file, filename):
+    """``load_file(filename)`` (a checkpointer's ``_load_file``), with a damaged file reported as
+    :class:`CorruptCheckpointError` naming it: the one rule for training, ``--resume``,
+    ``--eval-only`` and the predictors. ``.pkl`` files (detectron2 / Detectron model-zoo
+    pickles) keep their own errors."""
+    if filename.endswith(".pkl"):
+        return load_file(filename)
+    try:
+        return load_file(filename)
+    except (CorruptCheckpointError, UnsafePickleError):
+        raise  # an unsafe file names the refused global; calling it corrupt would hide that
+    except Exception as e:  # torch raises several types for a damaged zip/pickle
+        raise CorruptCheckpointError(filename, f"{type(e).__name__}: {e}") from e
 
 
 def _load_pkl(filename: str, log: logging.Logger) -> Dict[str, Any]:

@@ -7,8 +7,7 @@ import numpy as np
 import torch
 from detectron2.modeling import build_model
 
-from d2_common.checkpoint_policy import weights_strict_from_cfg
-from d2_common.config_checks import load_weights_checked
+from d2_common.checkpoint_policy import load_weights_checked, weights_strict_from_cfg
 
 from ..modeling.restr.resize import resize_and_pad, resize_and_pad_uint8
 

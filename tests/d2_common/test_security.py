@@ -437,7 +437,7 @@ def test_safetensors_weights_load_through_default_predictor_and_eval_only_loader
     assert ckpt["__author__"] == "test" and set(ckpt["model"]) == set(sd)  # safetensors sorts names
     predictor = DefaultPredictor(_segmenter_cfg("MODEL.WEIGHTS", path))
     assert all(torch.equal(v, sd[k]) for k, v in predictor.model.state_dict().items())
-    from d2_common.config_checks import load_weights_checked
+    from d2_common.checkpoint_policy import load_weights_checked
 
     model = build_model(_segmenter_cfg())
     incompatible = load_weights_checked(model, path)

@@ -9,10 +9,11 @@ import torch
 from torch import nn
 
 import d2_common.data.shapes  # noqa: F401  (registers shapes_* without generating them)
+from d2_common.checkpoint_policy import load_weights_checked
 from d2_common.config_checks import (
     CheckpointShapeError, ConfigCheckError, NumClassesMismatchError, UnknownConfigKeyError,
     check_checkpoint_shapes, check_config, check_config_file, check_datasets_registered, check_num_classes,
-    check_weights_file, drop_mismatched_keys, load_weights_checked, merge_from_file_checked,
+    check_weights_file, drop_mismatched_keys, merge_from_file_checked,
     merge_from_list_checked,
     suggest_keys,
 )

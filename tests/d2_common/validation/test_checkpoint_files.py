@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from d2_common.config_checks import load_weights_checked
+from d2_common.checkpoint_policy import load_weights_checked
 from d2_common.resume import CorruptCheckpointError, ResilientCheckpointer
 
 
