@@ -89,3 +89,26 @@ def test_install_records_patches():
     marker = Path(detectron2.__file__).parent / "_restr_d2_patches.txt"
     text = marker.read_text()
     assert "launch.py" in text and "_C.py" in text
+
+
+def test_default_predictor_names_a_missing_image(tmp_path):
+    """cv2.imread gives None for an unreadable file: DefaultPredictor says so (our install's patch),
+    instead of "'NoneType' object is not subscriptable"."""
+    import cv2
+    from detectron2.engine import DefaultPredictor
+
+    from d2_common.config import build_cfg, get_config_file
+
+    from pathlib import Path
+
+    if not Path(detectron2.__file__).with_name("_restr_d2_patches.txt").is_file():
+        pytest.skip("a detectron2 not installed by tools/install/install_detectron2.py: its DefaultPredictor is unpatched")
+    (tmp_path / "empty.png").write_bytes(b"")
+    image = cv2.imread(str(tmp_path / "empty.png"))
+    assert image is None
+    predictor = DefaultPredictor(build_cfg(get_config_file("shapes/segmenter_linear.yaml")))
+    with pytest.raises(TypeError, match=r"got None: cv2.imread returns None.*read_image_checked"):
+        predictor(image)
+    with pytest.raises(TypeError, match=r"expects an image array of shape \(H, W, C\), got ndarray \(4, 4\)"):
+        predictor(np.zeros((4, 4), np.uint8))
+    assert predictor(np.zeros((32, 48, 3), np.uint8))["sem_seg"].shape[-2:] == (32, 48)

@@ -19,6 +19,9 @@ The fixes (each mirrors a later upstream change):
 * NumPy >= 1.24 removed ``np.int/np.float/np.bool/np.str/np.object``: use the builtins.
 * ``data/common.py`` ``MapDataset`` retried a rejected record with ``random.sample`` of a set,
   which Python >= 3.11 refuses: sample from the sorted candidates instead.
+* ``engine/defaults.py``: ``DefaultPredictor(None)`` (what ``cv2.imread`` returns for an unreadable
+  file) raises a ``TypeError`` saying so and how to get an error naming the file, instead of
+  "'NoneType' object is not subscriptable".
 * ``engine/launch.py`` assumed CUDA: the worker uses gloo and skips ``cuda.set_device`` when no
   GPU is present, so multi-process training runs on CPU.
 * ``detectron2._C`` (the compiled extension) is replaced by a module that imports fine and whose
@@ -41,7 +44,7 @@ SDIST = "pb1-detectron2==0.6"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CACHE_DIR = Path(os.environ.get("RESTR_D2_CACHE", REPO_ROOT / ".cache"))
 PATCH_MARKER = "_restr_d2_patches.txt"
-PATCH_VERSION = "4"
+PATCH_VERSION = "5"
 
 C_STUB = '''"""Stand-in for detectron2's compiled extension, which this build does not include.
 
@@ -174,6 +177,24 @@ def fetch_sdist():
     return found[0]
 
 
+# cv2.imread returns None for a missing or unreadable file; DefaultPredictor then failed with
+# "'NoneType' object is not subscriptable". Say what was given and how to get a named error.
+PREDICTOR_OLD_CALL = """        with torch.no_grad():  # https://github.com/sphinx-doc/sphinx/issues/4258
+            # Apply pre-processing to image.
+"""
+PREDICTOR_NEW_CALL = """        if not hasattr(original_image, "shape") or len(original_image.shape) != 3:
+            raise TypeError(
+                "DefaultPredictor expects an image array of shape (H, W, C), got "
+                + ("None: cv2.imread returns None for a missing or unreadable file; read images with "
+                   "d2_common.validation.read_image_checked(path, 'BGR'), which names the file and the reason"
+                   if original_image is None else f"{type(original_image).__name__} "
+                   f"{getattr(original_image, 'shape', '')}")
+            )
+        with torch.no_grad():  # https://github.com/sphinx-doc/sphinx/issues/4258
+            # Apply pre-processing to image.
+"""
+
+
 def replace_once(path, old, new):
     text = path.read_text()
     if old not in text:
@@ -200,6 +221,9 @@ def patch_tree(src):
     replace_once(launch, LAUNCH_OLD_BACKEND, LAUNCH_NEW_BACKEND)
     replace_once(launch, LAUNCH_OLD_DEVICE, LAUNCH_NEW_DEVICE)
     changed.append("detectron2/engine/launch.py (gloo + no cuda.set_device without a GPU)")
+    defaults = src / "detectron2" / "engine" / "defaults.py"
+    replace_once(defaults, PREDICTOR_OLD_CALL, PREDICTOR_NEW_CALL)
+    changed.append("detectron2/engine/defaults.py (DefaultPredictor names a missing image)")
     (src / "detectron2" / "_C.py").write_text(C_STUB)
     changed.append("detectron2/_C.py (stub: compiled ops raise CompiledOpUnavailableError)")
     (src / "setup.py").write_text(SETUP_PY)
