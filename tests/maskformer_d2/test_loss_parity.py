@@ -77,8 +77,9 @@ def test_m2f_loss_seeded_12544_points(fixtures_dir, monkeypatch):
     _assert_losses(losses, ref["losses"])
 
 
-def test_m2f_loss_replay_stored_points(fixtures_dir):
-    """Deterministic variant: the 1024-point run with its sampled points injected."""
+def _replay_criterion(fixtures_dir):
+    """The 1024-point Mask2Former criterion with the official run's sampled points injected:
+    (outputs, targets, reference, criterion, the matcher points not drawn yet)."""
     outputs = _load(fixtures_dir, "m2f_loss", "outputs.pt")
     targets = _load(fixtures_dir, "m2f_loss", "targets.pt")
     ref = _load(fixtures_dir, "m2f_loss", "loss_replay_1024pts.pt")
@@ -87,6 +88,12 @@ def test_m2f_loss_replay_stored_points(fixtures_dir):
     matcher_points = [ref["matcher_point_coords"][name][b][None] for name in ref["layer_order"] for b in range(2)]
     criterion.matcher.draw_points = lambda image_index, device: matcher_points.pop(0)
     criterion.sample_points = lambda mask_logits: ref["criterion_point_coords"][next(layers)]
+    return outputs, targets, ref, criterion, matcher_points
+
+
+def test_m2f_loss_replay_stored_points(fixtures_dir):
+    """Deterministic variant: the 1024-point run with its sampled points injected."""
+    outputs, targets, ref, criterion, matcher_points = _replay_criterion(fixtures_dir)
     matches = _record_matches(criterion, ref["layer_order"])
 
     torch.manual_seed(999)  # any seed: no random draw may be used
@@ -131,14 +138,7 @@ class _NoBackbone(torch.nn.Module):
 
 def test_meta_arch_training_weights_losses(fixtures_dir):
     """Training forward: prepare_targets pads the GT masks, losses are weighted and complete."""
-    outputs = _load(fixtures_dir, "m2f_loss", "outputs.pt")
-    targets = _load(fixtures_dir, "m2f_loss", "targets.pt")
-    ref = _load(fixtures_dir, "m2f_loss", "loss_replay_1024pts.pt")
-    criterion = _m2f_criterion(ref["weight_dict"], 1024)
-    layers = iter(ref["layer_order"])
-    matcher_points = [ref["matcher_point_coords"][name][b][None] for name in ref["layer_order"] for b in range(2)]
-    criterion.matcher.draw_points = lambda image_index, device: matcher_points.pop(0)
-    criterion.sample_points = lambda mask_logits: ref["criterion_point_coords"][next(layers)]
+    outputs, targets, ref, criterion, _ = _replay_criterion(fixtures_dir)
     model = MaskFormer(
         backbone=_NoBackbone(), sem_seg_head=_FixedHead(outputs), criterion=criterion, num_queries=16,
         object_mask_threshold=0.8, overlap_threshold=0.8, metadata=None, size_divisibility=32,
