@@ -12,13 +12,13 @@ setup(
     description="Transformer segmentation (MaskFormer, Mask2Former, Segmenter, ReSTR) for detectron2",
     # tools, demo: the toolbox's packages (tools.benchmark, tools.convert, ...) and the demos, so
     # that a tool imports its sibling modules as a package from wherever it is run
-    packages=find_packages(include=("restr_d2*", "maskformer_d2*", "d2_common*", "tools", "tools.*", "demo")),
+    packages=find_packages(include=("restr_d2*", "maskformer_d2*", "segmentation_core*", "tools", "tools.*", "demo")),
     python_requires=">=3.10",
     install_requires=[],  # see requirements/requirements.txt; detectron2 is installed separately
-    # d2_common.config.load_plugins() imports these: the core finds its plugins without naming them
+    # segmentation_core.config.load_plugins() imports these: the core finds its plugins without naming them
     entry_points={"restr_d2.plugins": ["maskformer_d2 = maskformer_d2", "restr_d2 = restr_d2"]},
     extras_require={
-        # ONNX export and the onnxruntime predictor (tools/export/export_onnx.py, d2_common/export);
+        # ONNX export and the onnxruntime predictor (tools/export/export_onnx.py, segmentation_core/export);
         # `make install` installs them too (requirements/requirements.txt)
         "export": ["onnx==1.23.2", "onnxruntime==1.32.0", "onnxscript==0.7.2"],
     },

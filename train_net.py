@@ -10,7 +10,7 @@ Without GPUs, ``--num-gpus N`` starts N CPU processes joined by gloo.
 import logging
 import os
 
-import d2_common  # noqa: F401  (first: imports detectron2 without its torch.jit.script warnings)
+import segmentation_core  # noqa: F401  (first: imports detectron2 without its torch.jit.script warnings)
 from detectron2.engine import default_argument_parser
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
@@ -18,13 +18,13 @@ from detectron2.utils.logger import setup_logger
 
 import maskformer_d2  # noqa: F401  (registers models, datasets, mappers)
 import restr_d2  # noqa: F401
-from d2_common.config import build_cfg, load_config  # noqa: F401  (re-exported for old imports)
-from d2_common.checkpoint_policy import load_weights_checked, weights_strict_from_cfg
-from d2_common.config_checks import check_config
-from d2_common.engine import launch
-from d2_common.resume import ResilientCheckpointer
-from d2_common.engine.trainer import Trainer
-from d2_common.engine.run_setup import default_setup_plain, log_device
+from segmentation_core.config import build_cfg, load_config  # noqa: F401  (re-exported for old imports)
+from segmentation_core.checkpoint_policy import load_weights_checked, weights_strict_from_cfg
+from segmentation_core.config_checks import check_config
+from segmentation_core.engine import launch
+from segmentation_core.resume import ResilientCheckpointer
+from segmentation_core.engine.trainer import Trainer
+from segmentation_core.engine.run_setup import default_setup_plain, log_device
 
 logger = logging.getLogger("restr_d2.train_net")
 
@@ -34,7 +34,7 @@ def setup(args):
     # datasets registered, NUM_CLASSES vs dataset metadata, MODEL.WEIGHTS exists
     check_config(cfg, check_weights=not args.resume)
     default_setup_plain(cfg, args)  # default_setup, with no ANSI codes in log.txt
-    for name in ("maskformer_d2", "restr_d2", "d2_common"):
+    for name in ("maskformer_d2", "restr_d2", "segmentation_core"):
         setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name=name)
     log_device(cfg, logger)
     return cfg

@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 
-from d2_common.data.panoptic_ids import id2rgb, rgb2id  # noqa: F401  (used by the prepare_* scripts)
+from segmentation_core.data.panoptic_ids import id2rgb, rgb2id  # noqa: F401  (used by the prepare_* scripts)
 
 
 def parse_root(description, argv=None):

@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image
 
 from _prepare_common import parse_root
-from d2_common.safe_pickle import safe_pickle_load
+from segmentation_core.safe_pickle import safe_pickle_load
 from maskformer_d2.data.datasets.categories import ade20k_full_categories
 
 IGNORE = 65535

@@ -28,13 +28,13 @@ for _p in (os.path.dirname(_DEMO_DIR), _DEMO_DIR):
 
 import cv2  # noqa: E402
 
-import d2_common  # noqa: E402,F401  (first: imports detectron2 without its torch.jit.script warnings)
+import segmentation_core  # noqa: E402,F401  (first: imports detectron2 without its torch.jit.script warnings)
 
 from detectron2.utils.logger import setup_logger  # noqa: E402
 
 from predictor import TASKS, VisualizationDemo, is_referring_config  # noqa: E402
-from d2_common.config import load_config  # noqa: E402
-from d2_common.validation import BadRecordError, image_reader_kwargs, read_image_checked  # noqa: E402
+from segmentation_core.config import load_config  # noqa: E402
+from segmentation_core.validation import BadRecordError, image_reader_kwargs, read_image_checked  # noqa: E402
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 logger = logging.getLogger("restr_d2.demo")

@@ -98,7 +98,7 @@ class VisualizationDemo:
             like the official Mask2Former demo).
         instance_mode (ColorMode): colouring of the Visualizer.
         onnx_path (str): run the network from this ONNX graph in onnxruntime
-            (``d2_common.export.ONNXPredictor``, same outputs) instead of PyTorch.
+            (``segmentation_core.export.ONNXPredictor``, same outputs) instead of PyTorch.
     """
 
     def __init__(self, cfg, *, confidence_threshold=0.5, task="auto", instance_mode=ColorMode.IMAGE,
@@ -113,7 +113,7 @@ class VisualizationDemo:
         self.instance_metadata = instance_label_metadata(self.metadata, cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES)
         self.referring = is_referring_config(cfg)
         if onnx_path:
-            from d2_common.export.predictor import ONNXPredictor
+            from segmentation_core.export.predictor import ONNXPredictor
 
             logger.info(f"network in onnxruntime from {onnx_path} (--onnx)")
             self.predictor = ONNXPredictor(onnx_path, cfg)

@@ -401,9 +401,9 @@ class Examples:
     def add_shapes(self, count: int, root: Optional[str] = None, shapes_config=None):
         """The first ``count`` images of the shapes val split (generated if needed under
         ``root`` / ``$DETECTRON2_DATASETS``) with their referring expressions."""
-        from d2_common.data.refer import load_refer_json
-        from d2_common.data.shapes import ensure_shapes
-        from d2_common.data.shapes.cache import config_from_env
+        from segmentation_core.data.refer import load_refer_json
+        from segmentation_core.data.shapes import ensure_shapes
+        from segmentation_core.data.shapes.cache import config_from_env
 
         dataset_dir = ensure_shapes(root, shapes_config or config_from_env(), progress=False)
         records = load_refer_json(os.path.join(dataset_dir, "refshapes"), "unc", "val",
@@ -673,8 +673,8 @@ def get_parser():
 
 def build_models(args):
     """(SegmentationModel or None, ReferringModel or None) from the command line."""
-    from d2_common.config import load_config
-    from d2_common.config_checks import check_config
+    from segmentation_core.config import load_config
+    from segmentation_core.config_checks import check_config
     from predictor import is_referring_config
 
     segmentation = referring = None

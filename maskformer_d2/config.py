@@ -14,16 +14,16 @@ Both functions only add keys that are missing, never overwrite a value, and can 
 together, in any order, any number of times. The one key whose default differs between the two
 families is ``MODEL.MASK_FORMER.TRANSFORMER_DECODER_NAME`` (``MultiScaleMaskedTransformerDecoder``
 for Mask2Former, ``StandardTransformerDecoder`` for MaskFormer): with both called by hand, the
-first call sets it. ``d2_common.config.build_cfg(yaml)`` does not depend on that order: the
+first call sets it. ``segmentation_core.config.build_cfg(yaml)`` does not depend on that order: the
 families registered below decide from the YAML which function's defaults apply (every official
 Mask2Former YAML names its transformer decoder; no official MaskFormer YAML does).
 """
 from typing import Any
 
 from detectron2.config import CfgNode as CN
-from d2_common.acceleration import add_acceleration_config
-from d2_common.config import CONFIG_FAMILY_REGISTRY, ConfigFamily, yaml_value
-from d2_common.config_defaults import set_default
+from segmentation_core.acceleration import add_acceleration_config
+from segmentation_core.config import CONFIG_FAMILY_REGISTRY, ConfigFamily, yaml_value
+from segmentation_core.config_defaults import set_default
 
 __all__ = ["add_maskformer2_config", "add_mask_former_config", "Mask2FormerConfig", "MaskFormerConfig"]
 
@@ -137,7 +137,7 @@ def add_mask_former_config(cfg: CN) -> CN:
     return cfg
 
 
-# -- the two families as the config entry point (d2_common.config.build_cfg) sees them ------------
+# -- the two families as the config entry point (segmentation_core.config.build_cfg) sees them ------------
 _MASKED_DECODER_KEY = "MODEL.MASK_FORMER.TRANSFORMER_DECODER_NAME"
 _PER_PIXEL_HEADS = ("PerPixelBaselineHead", "PerPixelBaselinePlusHead")
 

@@ -1,4 +1,4 @@
-"""ONNX export of MaskFormer / Mask2Former (``d2_common.export``).
+"""ONNX export of MaskFormer / Mask2Former (``segmentation_core.export``).
 
 Graph: ``images`` (B, 3, H, W), normalised with ``MODEL.PIXEL_MEAN/STD`` and zero-padded to a
 multiple of the size divisibility -> ``pred_logits`` (B, Q, K + 1) and ``pred_masks``
@@ -17,7 +17,7 @@ from typing import Dict, List, Tuple
 import torch
 from torch import nn
 
-from d2_common.export.registry import ExportSpec, OrtRun, register_export_spec
+from segmentation_core.export.registry import ExportSpec, OrtRun, register_export_spec
 
 from .layers.ms_deform_attn import MSDeformAttn
 

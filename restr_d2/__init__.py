@@ -2,7 +2,7 @@
 
 Importing this package registers its backbone, heads, meta-architectures and datasets.
 """
-import d2_common  # noqa: F401  (first: imports detectron2 without its torch.jit.script warnings)
+import segmentation_core  # noqa: F401  (first: imports detectron2 without its torch.jit.script warnings)
 from . import data  # noqa: F401  (registers datasets and mappers)
 from . import evaluation  # noqa: F401  (registers evaluators)
 from . import modeling  # noqa: F401  (registers models)

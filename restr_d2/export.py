@@ -1,4 +1,4 @@
-"""ONNX export of Segmenter and ReSTR (``d2_common.export``).
+"""ONNX export of Segmenter and ReSTR (``segmentation_core.export``).
 
 Segmenter graph: ``images`` (B, 3, H, W) normalised, H and W multiples of the patch size ->
 ``logits`` (B, C, H, W) (the official ``Segmenter.forward``: patch-level masks upsampled to the
@@ -22,7 +22,7 @@ from typing import Dict, List, Optional, Tuple
 import torch
 from torch import nn
 
-from d2_common.export.registry import ExportSpec, OrtRun, register_export_spec
+from segmentation_core.export.registry import ExportSpec, OrtRun, register_export_spec
 
 from .modeling.backbone.vit import VisionTransformer, pad_to_patch_multiple
 

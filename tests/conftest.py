@@ -21,7 +21,7 @@ def fixtures_dir():
 
 
 # -- a tiny shapes dataset generated once per session (datasets, mappers, validation tests) ---------
-from d2_common.data.shapes import ShapesConfig, ensure_shapes, register_shapes  # noqa: E402
+from segmentation_core.data.shapes import ShapesConfig, ensure_shapes, register_shapes  # noqa: E402
 
 TINY_SHAPES = ShapesConfig(num_train=8, num_val=3, seed=0)
 TINY_SHAPES_PREFIX = "testshapes"

@@ -1,3 +1,3 @@
-import d2_common.data.shapes  # noqa: F401  (registers the synthetic shapes_* datasets)
+import segmentation_core.data.shapes  # noqa: F401  (registers the synthetic shapes_* datasets)
 
 from . import dataset_mappers, datasets  # noqa: F401  (registers the real datasets)

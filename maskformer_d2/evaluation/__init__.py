@@ -2,7 +2,7 @@
 evaluate (COCO instances, the panoptic datasets: semantic, instance and panoptic at once)."""
 from detectron2.evaluation import CityscapesInstanceEvaluator, CityscapesSemSegEvaluator, SemSegEvaluator
 
-from d2_common.engine.evaluators import register_evaluator
+from segmentation_core.engine.evaluators import register_evaluator
 
 from .instance_evaluation import InstanceSegEvaluator  # noqa: F401
 from .panoptic_evaluation import PanopticQualityEvaluator  # noqa: F401

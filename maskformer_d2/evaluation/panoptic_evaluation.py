@@ -28,9 +28,9 @@ from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
 from detectron2.utils.file_io import PathManager
 
-from d2_common.data.panoptic_ids import id2rgb
-from d2_common.validation import BadRecordError, check_panoptic_ids, read_image_checked
-from d2_common.validation.records import POLICIES
+from segmentation_core.data.panoptic_ids import id2rgb
+from segmentation_core.validation import BadRecordError, check_panoptic_ids, read_image_checked
+from segmentation_core.validation.records import POLICIES
 
 __all__ = ["PanopticQualityEvaluator", "pq_compute_fn", "PANOPTIC_BACKENDS"]
 

@@ -25,7 +25,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from d2_common.modeling.losses import dice_loss
+from segmentation_core.modeling.losses import dice_loss
 
 from .matcher import MASK_COST_TYPES, HungarianMatcher
 from .point_sampling import calculate_uncertainty, get_uncertain_point_coords_with_randomness, point_sample

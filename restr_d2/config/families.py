@@ -1,5 +1,5 @@
-"""Segmenter and ReSTR as the config entry point (``d2_common.config.build_cfg``) sees them."""
-from d2_common.config import CONFIG_FAMILY_REGISTRY, ConfigFamily
+"""Segmenter and ReSTR as the config entry point (``segmentation_core.config.build_cfg``) sees them."""
+from segmentation_core.config import CONFIG_FAMILY_REGISTRY, ConfigFamily
 
 from .restr import add_restr_config
 from .segmenter import add_segmenter_config

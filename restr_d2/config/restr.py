@@ -10,7 +10,7 @@ DEPTH 12, NUM_HEADS 12, DROP_PATH_RATE 0.1). ``MODEL.PIXEL_MEAN``/``PIXEL_STD`` 
 from detectron2.config import CfgNode as CN
 
 from .segmenter import add_vit_config
-from d2_common.config_defaults import set_default
+from segmentation_core.config_defaults import set_default
 
 __all__ = ["add_restr_config"]
 

@@ -3,8 +3,8 @@
 Both functions are idempotent: calling them again leaves existing values untouched.
 """
 from detectron2.config import CfgNode as CN
-from d2_common.acceleration import add_acceleration_config
-from d2_common.config_defaults import set_default
+from segmentation_core.acceleration import add_acceleration_config
+from segmentation_core.config_defaults import set_default
 
 __all__ = ["add_vit_config", "add_segmenter_config"]
 
@@ -50,7 +50,7 @@ def add_vit_config(cfg: CN) -> None:
     set_default(vit, "SFP_OUT_CHANNELS", 256)
     # its levels (strides 4, 8, 16, 32), named as the ResNet stages the pixel decoders expect
     set_default(vit, "SFP_OUT_FEATURES", ["res2", "res3", "res4", "res5"])
-    # MODEL.COMPILE / MODEL.CHANNELS_LAST (off; d2_common/acceleration.py)
+    # MODEL.COMPILE / MODEL.CHANNELS_LAST (off; segmentation_core/acceleration.py)
     add_acceleration_config(cfg)
 
 

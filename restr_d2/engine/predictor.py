@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from detectron2.modeling import build_model
 
-from d2_common.checkpoint_policy import load_weights_checked, weights_strict_from_cfg
+from segmentation_core.checkpoint_policy import load_weights_checked, weights_strict_from_cfg
 
 from ..modeling.restr.resize import resize_and_pad, resize_and_pad_uint8
 
@@ -73,7 +73,7 @@ class ReferringPredictor:
                 "image must be an (H, W, 3) numpy array in BGR order (as cv2.imread returns), got "
                 f"{type(image_bgr).__name__} {getattr(image_bgr, 'shape', None)}"
                 + ("; cv2.imread returns None for a file it cannot read: "
-                   "d2_common.validation.read_image_checked(path, 'BGR') reads it as training does "
+                   "segmentation_core.validation.read_image_checked(path, 'BGR') reads it as training does "
                    "and names the file and the reason" if image_bgr is None else "")
             )
         if image_bgr.dtype != np.uint8:

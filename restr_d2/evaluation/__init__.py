@@ -1,6 +1,6 @@
 """Evaluators of restr_d2: ``ReferringEvaluator`` (oIoU, mIoU, Prec@X), registered for
 ``evaluator_type: referring``."""
-from d2_common.engine.evaluators import register_evaluator
+from segmentation_core.engine.evaluators import register_evaluator
 
 from .referring_evaluation import ReferringEvaluator, mask_intersection_union, referring_metrics  # noqa: F401
 

@@ -14,8 +14,8 @@ from tests.helpers.web_demo import REF_CONFIG, REPO_ROOT, SEG_CONFIG, SEG_SEED, 
 def web_demo(tmp_path_factory):
     import web  # demo/web.py (demo/ is put on sys.path below)
 
-    from d2_common.data.shapes import ShapesConfig
-    from d2_common.config import load_config
+    from segmentation_core.data.shapes import ShapesConfig
+    from segmentation_core.config import load_config
 
     tmp = tmp_path_factory.mktemp("web_demo")
     ref_cfg = load_config(str(REPO_ROOT / REF_CONFIG))

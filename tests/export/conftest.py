@@ -53,8 +53,8 @@ def exported(tmp_path_factory):
     PyTorch predictors load the same), and its ONNX graph exported at 2x3x64x64."""
     from detectron2.modeling import build_model
 
-    from d2_common.export import build_export_spec
-    from d2_common.export.onnx_export import export_onnx
+    from segmentation_core.export import build_export_spec
+    from segmentation_core.export.onnx_export import export_onnx
 
     cache: Dict[str, Exported] = {}
     root = tmp_path_factory.mktemp("onnx")

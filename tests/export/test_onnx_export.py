@@ -5,7 +5,7 @@ import onnx
 import pytest
 import torch
 
-from d2_common.export.onnx_export import compare_with_pytorch, ort_session
+from segmentation_core.export.onnx_export import compare_with_pytorch, ort_session
 
 from .conftest import EXPORT_SIZE, FAMILIES
 
@@ -62,7 +62,7 @@ def test_export_restores_default_paths_and_switches_deformable_core(exported):
 
 
 def test_wrong_size_and_batch_are_errors(exported):
-    from d2_common.export.onnx_export import export_onnx
+    from segmentation_core.export.onnx_export import export_onnx
 
     ex = exported("segmenter")
     with pytest.raises(ValueError, match="multiple of 16"):
@@ -77,8 +77,8 @@ def test_restr_hf_text_encoder_export(tmp_path):
     attention_mask (the pad positions of the batch differ), onnxruntime equals PyTorch."""
     from detectron2.modeling import build_model
 
-    from d2_common.export import build_export_spec
-    from d2_common.export.onnx_export import export_onnx
+    from segmentation_core.export import build_export_spec
+    from segmentation_core.export.onnx_export import export_onnx
     from train_net import load_config
 
     from .conftest import REPO

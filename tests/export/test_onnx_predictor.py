@@ -6,8 +6,8 @@ import pytest
 import torch
 from detectron2.engine import DefaultPredictor
 
-from d2_common.engine.batch_predictor import BatchPredictor
-from d2_common.export.predictor import ONNXPredictor
+from segmentation_core.engine.batch_predictor import BatchPredictor
+from segmentation_core.export.predictor import ONNXPredictor
 
 TOL = 1e-4
 

@@ -7,7 +7,7 @@ from PIL import Image
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
-from d2_common.data.panoptic_ids import id2rgb  # noqa: F401  (the tests write panoptic PNGs with it)
+from segmentation_core.data.panoptic_ids import id2rgb  # noqa: F401  (the tests write panoptic PNGs with it)
 
 
 def save_jpg(path, h, w, seed=0):

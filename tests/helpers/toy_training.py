@@ -18,8 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from detectron2.config import get_cfg  # noqa: E402
 from detectron2.engine import DefaultTrainer  # noqa: E402
 
-from d2_common.resume import build_resumable_train_loader  # noqa: E402
-from d2_common.resume.trainer import ResilientTrainerMixin  # noqa: E402
+from segmentation_core.resume import build_resumable_train_loader  # noqa: E402
+from segmentation_core.resume.trainer import ResilientTrainerMixin  # noqa: E402
 
 
 class ToyModel(nn.Module):

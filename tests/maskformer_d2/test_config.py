@@ -4,7 +4,7 @@ import pytest
 from detectron2.config import get_cfg
 from detectron2.projects.deeplab import add_deeplab_config
 
-from d2_common.config import (
+from segmentation_core.config import (
     CONFIG_FAMILY_REGISTRY, assemble_config, build_cfg, config_tree, detect_family, registered_families,
 )
 from maskformer_d2 import add_mask_former_config, add_maskformer2_config

@@ -7,7 +7,7 @@ from detectron2.data import transforms as T
 from detectron2.structures import BoxMode
 
 import maskformer_d2  # noqa: F401  (registers the mappers)
-from d2_common.engine.mapper_registry import get_mapper_class
+from segmentation_core.engine.mapper_registry import get_mapper_class
 from maskformer_d2.data.dataset_mappers import (
     COCOInstanceNewBaselineDatasetMapper,
     COCOPanopticNewBaselineDatasetMapper,

@@ -10,7 +10,7 @@ import pytest
 import torch
 from detectron2.modeling import build_model
 
-from d2_common.config import build_cfg
+from segmentation_core.config import build_cfg
 from tests.helpers.paths import FIXTURES
 
 KEYS_DIR = FIXTURES / "keys"

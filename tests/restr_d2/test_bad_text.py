@@ -13,7 +13,7 @@ import pytest
 import torch
 from detectron2.config import get_cfg
 
-from d2_common.validation import BadRecordError
+from segmentation_core.validation import BadRecordError
 from restr_d2.config import add_restr_config
 from restr_d2.data.dataset_mappers import ReferringDatasetMapper
 from restr_d2.engine import ReferringPredictor

@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from detectron2.config import get_cfg
-from d2_common.validation import BadRecordError
+from segmentation_core.validation import BadRecordError
 from detectron2.data import DatasetCatalog
 from restr_d2.data.dataset_mappers import ReferringDatasetMapper
 from restr_d2.data.dataset_mappers.referring_dataset_mapper import (

@@ -8,9 +8,9 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_util
 
-import d2_common.data.shapes  # noqa: F401  (registers shapes_*)
+import segmentation_core.data.shapes  # noqa: F401  (registers shapes_*)
 import restr_d2.data.datasets  # noqa: F401  (registers refcoco*, referit_*)
-from d2_common.data.refer import load_refer_json
+from segmentation_core.data.refer import load_refer_json
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 from restr_d2.data.datasets import OneSentencePerRefSampler

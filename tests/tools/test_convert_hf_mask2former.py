@@ -195,7 +195,7 @@ def test_cli_converts_a_saved_model_and_verifies_strict_load(tiny_pair, tmp_path
 def test_cli_writes_safetensors_from_a_safetensors_state_dict(tiny_pair, tmp_path):
     from safetensors.torch import save_file
 
-    from d2_common.safe_checkpoint import load_checkpoint_file
+    from segmentation_core.safe_checkpoint import load_checkpoint_file
     from tools.convert.convert_hf_mask2former import main
 
     cfg, hf, ours = tiny_pair

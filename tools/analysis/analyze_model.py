@@ -28,8 +28,8 @@ from detectron2.modeling import build_model
 from fvcore.nn import parameter_count_table
 from detectron2.utils.logger import setup_logger
 
-from d2_common.config import load_config
-from d2_common.safe_checkpoint import SafeDetectionCheckpointer
+from segmentation_core.config import load_config
+from segmentation_core.safe_checkpoint import SafeDetectionCheckpointer
 
 __all__ = ["count_parameters", "count_flops", "InferenceAdapter", "main"]
 

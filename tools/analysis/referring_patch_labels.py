@@ -25,7 +25,7 @@ from detectron2.data import DatasetCatalog
 
 from restr_d2.data.dataset_mappers.referring_dataset_mapper import ReferringDatasetMapper
 from restr_d2.modeling.restr.criterion import patch_labels
-from d2_common.config import load_config
+from segmentation_core.config import load_config
 
 
 def patch_statistics(masks, patch_size: int, threshold: float):

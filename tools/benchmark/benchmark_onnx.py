@@ -62,11 +62,11 @@ def bench_model(name, config_file, opts, size, args, workdir):
     import torch
     from detectron2.modeling import build_model
 
-    from d2_common.benchmark.timing import interleaved_timings
-    from d2_common.engine.batch_predictor import BatchPredictor
-    from d2_common.export import build_export_spec
-    from d2_common.export.onnx_export import export_onnx, ort_session
-    from d2_common.export.predictor import ONNXPredictor
+    from segmentation_core.benchmark.timing import interleaved_timings
+    from segmentation_core.engine.batch_predictor import BatchPredictor
+    from segmentation_core.export import build_export_spec
+    from segmentation_core.export.onnx_export import export_onnx, ort_session
+    from segmentation_core.export.predictor import ONNXPredictor
     from train_net import load_config
 
     torch.manual_seed(0)

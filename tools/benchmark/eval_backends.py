@@ -19,7 +19,7 @@ from collections import defaultdict
 import numpy as np
 from PIL import Image
 
-from d2_common.data.panoptic_ids import id2rgb
+from segmentation_core.data.panoptic_ids import id2rgb
 
 
 OFFSET = 256 * 256 * 256

@@ -59,7 +59,7 @@ def make_batch(batch: int, size: Tuple[int, int], num_classes: int, seed: int = 
 def build_d2_cfg_for_preset(preset, extra_options=()):
     """The config of a preset: ``build_cfg(base_config, options + extra_options)`` on CPU,
     without weights."""
-    from d2_common.config import build_cfg
+    from segmentation_core.config import build_cfg
 
     if preset.family not in ("maskformer", "segmenter", "restr"):
         raise ValueError(f"preset family {preset.family!r} has no model config")

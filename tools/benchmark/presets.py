@@ -1,5 +1,5 @@
 """Named benchmark cases: a model config (an official config of the repository's ``configs/``
-mirrors, read by ``d2_common.config.build_cfg``, plus overrides) and the peer implementation
+mirrors, read by ``segmentation_core.config.build_cfg``, plus overrides) and the peer implementation
 it is compared with, if any."""
 import os
 from dataclasses import dataclass, field

@@ -259,9 +259,9 @@ def run_data_preset(name: str, *, images: int = 50, warmup: int = 3, threads: in
     import numpy as np
     from detectron2.data import DatasetCatalog
 
-    import d2_common.data.shapes  # noqa: F401  (registers the shapes datasets)
+    import segmentation_core.data.shapes  # noqa: F401  (registers the shapes datasets)
     import maskformer_d2  # noqa: F401  (registers the mappers)
-    from d2_common.engine import build_dataset_mapper
+    from segmentation_core.engine import build_dataset_mapper
 
     from .models import build_d2_cfg_for_preset
     from .presets import Preset

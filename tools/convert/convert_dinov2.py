@@ -28,7 +28,7 @@ import logging
 import os
 import sys
 
-from d2_common.safe_checkpoint import save_checkpoint
+from segmentation_core.safe_checkpoint import save_checkpoint
 from restr_d2.modeling.backbone.dinov2_convert import SOURCE_FORMATS, convert_dinov2
 from restr_d2.pypkg import resolve_pypkg_path
 
@@ -53,7 +53,7 @@ def load_source(path: str):
         from safetensors.torch import load_file
 
         return load_file(path)
-    from d2_common.safe_pickle import torch_load_weights_only
+    from segmentation_core.safe_pickle import torch_load_weights_only
 
     obj = torch_load_weights_only(path)
     for key in ("model", "state_dict", "teacher"):

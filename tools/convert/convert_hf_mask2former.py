@@ -33,8 +33,8 @@ import sys
 from tools.convert.hf_mask2former import (
     build_d2_cfg, check_expected_keys, convert_hf_to_d2, hf_config_to_d2_options,
 )
-from d2_common.safe_checkpoint import load_checkpoint_file, save_checkpoint
-from d2_common.safe_pickle import torch_load_weights_only
+from segmentation_core.safe_checkpoint import load_checkpoint_file, save_checkpoint
+from segmentation_core.safe_pickle import torch_load_weights_only
 
 logger = logging.getLogger("convert_hf_mask2former")
 

@@ -46,7 +46,7 @@ FORMATS = ("torchvision", "timm-swin")
 
 def load_state_dict(path):
     """A state dict from a ``.pth`` (bare, or under "model" / "state_dict" / "state_dict_ema")."""
-    from d2_common.safe_pickle import torch_load_weights_only
+    from segmentation_core.safe_pickle import torch_load_weights_only
 
     obj = torch_load_weights_only(path)  # an UnsafePickleError names the file and the global
     for key in ("model", "state_dict", "state_dict_ema"):
@@ -158,7 +158,7 @@ def main(argv=None):
     else:
         converted, author = convert_timm_swin(sd), "timm"
     if args.output.endswith(".safetensors"):
-        from d2_common.safe_checkpoint import save_checkpoint
+        from segmentation_core.safe_checkpoint import save_checkpoint
 
         save_checkpoint({"model": converted, "__author__": author, "matching_heuristics": True}, args.output)
     else:

@@ -17,8 +17,8 @@ needs the vocabulary file (``MODEL.RESTR.LANGUAGE.VOCAB_FILE``) to tokenise sent
 import argparse
 
 
-from d2_common.safe_checkpoint import save_checkpoint
-from d2_common.safe_pickle import torch_load_weights_only
+from segmentation_core.safe_checkpoint import save_checkpoint
+from segmentation_core.safe_pickle import torch_load_weights_only
 from restr_d2.modeling.restr.checkpoint import convert_official_restr_state_dict
 
 
@@ -27,7 +27,7 @@ def check_against_config(state_dict, config_file, opts):
     from detectron2.modeling import build_model
 
     import restr_d2  # noqa: F401  (registers ReSTR)
-    from d2_common.config import safe_merge_from_file
+    from segmentation_core.config import safe_merge_from_file
     from restr_d2.config import add_restr_config
 
     cfg = get_cfg()

@@ -30,8 +30,8 @@ import argparse
 import logging
 
 
-from d2_common.safe_checkpoint import save_checkpoint
-from d2_common.safe_pickle import torch_load_weights_only
+from segmentation_core.safe_checkpoint import save_checkpoint
+from segmentation_core.safe_pickle import torch_load_weights_only
 
 from restr_d2.modeling.backbone.timm_convert import convert_timm_vit, load_vit_source
 from restr_d2.modeling.segmenter.checkpoint import (

@@ -404,7 +404,7 @@ def hf_config_to_d2_options(hf_config):
 def build_d2_cfg(options, base_config_file=None):
     """``build_cfg(base_config_file, options)`` on CPU: without a file, the options (from
     :func:`hf_config_to_d2_options`) name the Mask2Former architecture themselves."""
-    from d2_common.config import build_cfg
+    from segmentation_core.config import build_cfg
 
     cfg = build_cfg(base_config_file, list(options))
     cfg.MODEL.DEVICE = "cpu"

@@ -15,7 +15,7 @@ import sys
 import time
 
 
-from d2_common.data.shapes.cache import (
+from segmentation_core.data.shapes.cache import (
     SHAPES_DIRNAME, config_from_env, datasets_root, ensure_shapes, verify_shapes,
 )
 

@@ -19,8 +19,8 @@ from detectron2.data import DatasetCatalog
 from detectron2.utils.logger import setup_logger
 
 from demo.predictor import VisualizationDemo
-from d2_common.config import load_config
-from d2_common.validation import image_reader_kwargs, read_image_checked
+from segmentation_core.config import load_config
+from segmentation_core.validation import image_reader_kwargs, read_image_checked
 
 
 def main(argv=None):

@@ -6,7 +6,7 @@
     python tools/export/export_onnx.py --config-file configs/shapes/restr_shapes.yaml --output restr.onnx \\
         --size 128 128 --check 1 224 160 --check 2 96 96
 
-The graph (see d2_common/export and each family's ``export.py``): MaskFormer / Mask2Former
+The graph (see segmentation_core/export and each family's ``export.py``): MaskFormer / Mask2Former
 ``images`` -> ``pred_logits``, ``pred_masks``; Segmenter ``images`` -> ``logits`` at the input
 size; ReSTR ``images`` + token tensors (batch, sentences, T) -> ``pixel_logits``. Batch, height,
 width (and ReSTR's sentence count) are dynamic; ``images`` are normalised with
@@ -45,13 +45,13 @@ def main(argv=None) -> int:
     from detectron2.modeling import build_model
     from detectron2.utils.logger import setup_logger
 
-    from d2_common.export import build_export_spec
-    from d2_common.export.onnx_export import DEFAULT_OPSET, compare_with_pytorch, export_onnx, ort_session
+    from segmentation_core.export import build_export_spec
+    from segmentation_core.export.onnx_export import DEFAULT_OPSET, compare_with_pytorch, export_onnx, ort_session
     from train_net import load_config
 
-    for name in ("d2_common", "maskformer_d2", "restr_d2"):
+    for name in ("segmentation_core", "maskformer_d2", "restr_d2"):
         setup_logger(name=name)
-    log = logging.getLogger("d2_common.export")
+    log = logging.getLogger("segmentation_core.export")
     cfg = load_config(args.config_file, args.opts)
     model = build_model(cfg).eval()
     if cfg.MODEL.WEIGHTS:

@@ -44,7 +44,7 @@ SDIST = "pb1-detectron2==0.6"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CACHE_DIR = Path(os.environ.get("RESTR_D2_CACHE", REPO_ROOT / ".cache"))
 PATCH_MARKER = "_restr_d2_patches.txt"
-PATCH_VERSION = "5"
+PATCH_VERSION = "6"
 
 C_STUB = '''"""Stand-in for detectron2's compiled extension, which this build does not include.
 
@@ -186,7 +186,7 @@ PREDICTOR_NEW_CALL = """        if not hasattr(original_image, "shape") or len(o
             raise TypeError(
                 "DefaultPredictor expects an image array of shape (H, W, C), got "
                 + ("None: cv2.imread returns None for a missing or unreadable file; read images with "
-                   "d2_common.validation.read_image_checked(path, 'BGR'), which names the file and the reason"
+                   "segmentation_core.validation.read_image_checked(path, 'BGR'), which names the file and the reason"
                    if original_image is None else f"{type(original_image).__name__} "
                    f"{getattr(original_image, 'shape', '')}")
             )

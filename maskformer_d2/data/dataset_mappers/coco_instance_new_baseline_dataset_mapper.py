@@ -7,7 +7,7 @@ from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from detectron2.structures import Boxes, Instances, PolygonMasks
 
-from d2_common.engine.mapper_registry import register_mapper
+from segmentation_core.engine.mapper_registry import register_mapper
 
 from .lsj import LSJDatasetMapperBase
 from .mask_former_instance_dataset_mapper import segmentation_to_mask

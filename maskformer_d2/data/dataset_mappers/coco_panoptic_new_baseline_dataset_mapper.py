@@ -7,7 +7,7 @@ from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from detectron2.structures import BitMasks, Boxes
 
-from d2_common.engine.mapper_registry import register_mapper
+from segmentation_core.engine.mapper_registry import register_mapper
 
 from .lsj import LSJDatasetMapperBase
 from .utils import read_image_checked, read_panoptic_png, rgb2id, segments_to_instances

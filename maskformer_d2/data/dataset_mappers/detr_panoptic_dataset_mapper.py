@@ -8,7 +8,7 @@ from detectron2.config import configurable
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 
-from d2_common.engine.mapper_registry import register_mapper
+from segmentation_core.engine.mapper_registry import register_mapper
 
 from .utils import read_image_checked, read_panoptic_png, rgb2id, segments_to_instances
 

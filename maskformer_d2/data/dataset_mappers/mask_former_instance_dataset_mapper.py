@@ -11,7 +11,7 @@ from detectron2.data import transforms as T
 from detectron2.projects.point_rend import ColorAugSSDTransform
 from detectron2.structures import polygons_to_bitmask
 
-from d2_common.engine.mapper_registry import register_mapper
+from segmentation_core.engine.mapper_registry import register_mapper
 
 from .utils import masks_to_instances, pad_to_size, read_image_checked
 

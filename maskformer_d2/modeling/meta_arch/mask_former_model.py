@@ -28,9 +28,9 @@ from detectron2.modeling.backbone import Backbone
 from detectron2.structures import ImageList
 from torch import nn
 
-from d2_common.acceleration import Acceleration
-from d2_common.checkpoint_policy import require_complete_weights, weights_strict_from_cfg
-from d2_common.engine.evaluators import EvalTasks
+from segmentation_core.acceleration import Acceleration
+from segmentation_core.checkpoint_policy import require_complete_weights, weights_strict_from_cfg
+from segmentation_core.engine.evaluators import EvalTasks
 
 from ..criterion import SetCriterion
 from ..matcher import HungarianMatcher
@@ -126,7 +126,7 @@ class MaskFormer(nn.Module):
         test_topk_per_image: instances kept per image.
         panoptic_requires_mask_prob: Mask2Former's panoptic rule (True) or MaskFormer's (False).
         weights_strict: every ``load_state_dict`` (detectron2's checkpointer included) must cover
-            the whole model (``d2_common.checkpoint_policy``); False: load what fits, with a warning.
+            the whole model (``segmentation_core.checkpoint_policy``); False: load what fits, with a warning.
         acceleration: optional ``torch.compile`` / channels-last of submodules (default: the
             backbone), applied last; the state dict is unchanged.
     """

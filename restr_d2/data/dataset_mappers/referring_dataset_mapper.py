@@ -10,11 +10,11 @@ from pycocotools import mask as mask_util
 
 from detectron2.config import configurable
 
-from d2_common.engine.mapper_registry import register_mapper
-from d2_common.validation import (
+from segmentation_core.engine.mapper_registry import register_mapper
+from segmentation_core.validation import (
     DEFAULT_MAX_IMAGE_PIXELS, BadRecordError, image_reader_kwargs, read_image_checked,
 )
-from d2_common.validation.records import raise_if_marked_bad
+from segmentation_core.validation.records import raise_if_marked_bad
 
 from ...modeling.language.tokenizer import check_sentence
 from ...modeling.restr.resize import resize_and_pad_uint8
@@ -105,7 +105,7 @@ class ReferringDatasetMapper:
     uint8 (S, S) in {0, 1}; in test mode also ``gt_mask_orig`` bool (height, width). Record keys
     ``file_name``, ``image_id``, ``ref_id``, ``sent_id`` are passed through.
 
-    A record that cannot be used raises :class:`d2_common.validation.BadRecordError` naming the
+    A record that cannot be used raises :class:`segmentation_core.validation.BadRecordError` naming the
     file and the reason (unreadable / too large image, size mismatch, sentence without any word
     (``restr_d2.modeling.language.tokenizer.check_sentence``), training record without
     annotations, unusable segmentation); wrap the mapper in ``SafeMapper`` to skip such records
@@ -167,7 +167,7 @@ class ReferringDatasetMapper:
         return image
 
     def __call__(self, dataset_dict: Dict) -> Dict:
-        raise_if_marked_bad(dataset_dict)  # e.g. a ref whose annotation is missing (d2_common.data.refer)
+        raise_if_marked_bad(dataset_dict)  # e.g. a ref whose annotation is missing (segmentation_core.data.refer)
         dataset_dict = copy.copy(dataset_dict)
         file_name = dataset_dict.get("file_name")
         if not file_name:

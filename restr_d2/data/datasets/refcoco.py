@@ -14,7 +14,7 @@ Registered names::
     refcocog_umd_{train,val,test}           refcocog_google_{train,val}
     referit_{train,val,test}
 
-The synthetic ``shapes_refcoco_unc_{train,val}`` (``d2_common.data.shapes``) go through the
+The synthetic ``shapes_refcoco_unc_{train,val}`` (``segmentation_core.data.shapes``) go through the
 same :func:`load_refer_json`.
 """
 import os
@@ -22,7 +22,7 @@ from typing import List, Optional
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
-from d2_common.data.refer import load_refer_json
+from segmentation_core.data.refer import load_refer_json
 
 # name -> (REFER folder, splitBy, splits, image folder), paths relative to the datasets root
 _REFER_DATASETS = {

@@ -104,7 +104,7 @@ def load_vit_source(path: str) -> Dict[str, torch.Tensor]:
         from safetensors.torch import load_file
 
         return load_file(path)
-    from d2_common.safe_pickle import torch_load_weights_only
+    from segmentation_core.safe_pickle import torch_load_weights_only
 
     sd = torch_load_weights_only(path)  # an UnsafePickleError names the file and the global
     for wrapper in ("model", "state_dict"):

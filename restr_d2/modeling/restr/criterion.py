@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from d2_common.modeling.losses import dice_loss
+from segmentation_core.modeling.losses import dice_loss
 
 __all__ = ["patch_labels", "ReferringCriterion"]
 

@@ -15,8 +15,8 @@ from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.structures import ImageList
 from torch import nn
 
-from d2_common.acceleration import Acceleration
-from d2_common.checkpoint_policy import require_complete_weights, weights_strict_from_cfg
+from segmentation_core.acceleration import Acceleration
+from segmentation_core.checkpoint_policy import require_complete_weights, weights_strict_from_cfg
 
 from ..backbone.d2_vit import vit_kwargs_from_config
 from ..backbone.vit import VisionTransformer
@@ -82,7 +82,7 @@ class ReSTR(nn.Module):
             mask_threshold: probability threshold of ``ref_score``'s mask.
             pad_layout: test-time padding of the inputs, "bottom_right" or "center".
             weights_strict: every ``load_state_dict`` (detectron2's checkpointer included) must cover
-                the whole model (``d2_common.checkpoint_policy``); False: load what fits, with a warning.
+                the whole model (``segmentation_core.checkpoint_policy``); False: load what fits, with a warning.
             acceleration: optional ``torch.compile`` / channels-last of submodules (default: the
                 vision encoder), applied last; the state dict is unchanged.
             resize_pixel_logits: resize the decoder's pixel logits to the input size (bilinear,

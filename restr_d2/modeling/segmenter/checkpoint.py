@@ -10,9 +10,9 @@ import math
 from typing import Dict, Iterable, Mapping, Optional, Tuple
 
 import torch
-from d2_common.safe_checkpoint import SafeDetectionCheckpointer
+from segmentation_core.safe_checkpoint import SafeDetectionCheckpointer
 
-from d2_common.checkpoint_policy import weights_policy
+from segmentation_core.checkpoint_policy import weights_policy
 
 from ..backbone.pos_embed import resize_pos_embed
 

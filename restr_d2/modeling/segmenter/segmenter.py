@@ -13,8 +13,8 @@ from detectron2.modeling import META_ARCH_REGISTRY, build_backbone, build_sem_se
 from detectron2.structures import ImageList
 from torch import nn
 
-from d2_common.acceleration import Acceleration
-from d2_common.checkpoint_policy import require_complete_weights, weights_strict_from_cfg
+from segmentation_core.acceleration import Acceleration
+from segmentation_core.checkpoint_policy import require_complete_weights, weights_strict_from_cfg
 
 from ..backbone.vit import pad_to_patch_multiple
 from .sliding_window import resize_logits, sliding_window_inference
@@ -71,7 +71,7 @@ class Segmenter(nn.Module):
             window_size, window_stride, window_batch_size: sliding-window parameters.
             test_flip: also evaluate the horizontally flipped image and average probabilities.
             weights_strict: every ``load_state_dict`` (detectron2's checkpointer included) must cover
-                the whole model (``d2_common.checkpoint_policy``); False: load what fits, with a warning.
+                the whole model (``segmentation_core.checkpoint_policy``); False: load what fits, with a warning.
             acceleration: optional ``torch.compile`` / channels-last of submodules (default: the
                 encoder), applied last; the state dict is unchanged.
         """

@@ -73,7 +73,7 @@ def test_glove_6b_50d_package():
 
 
 def test_restr_patch14_needs_resize_to_input():
-    from d2_common.config import build_cfg
+    from segmentation_core.config import build_cfg
     from restr_d2.modeling.restr.fusion import decoder_num_upsample
 
     cfg = build_cfg("configs/shapes/restr_shapes.yaml", ["MODEL.VIT.PATCH_SIZE", "14"])

