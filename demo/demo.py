@@ -16,25 +16,17 @@ import argparse
 import glob
 import logging
 import os
-import sys
 import time
 
-_DEMO_DIR = os.path.dirname(os.path.abspath(__file__))
-# the repo root (for train_net's config builder) and this folder (predictor.py), as
-# detectron2's own demo does when run as a script
-for _p in (os.path.dirname(_DEMO_DIR), _DEMO_DIR):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
+import cv2
 
-import cv2  # noqa: E402
+import segmentation_core  # noqa: F401  (first: imports detectron2 without its torch.jit.script warnings)
 
-import segmentation_core  # noqa: E402,F401  (first: imports detectron2 without its torch.jit.script warnings)
+from detectron2.utils.logger import setup_logger
 
-from detectron2.utils.logger import setup_logger  # noqa: E402
-
-from predictor import TASKS, VisualizationDemo, is_referring_config  # noqa: E402
-from segmentation_core.config import load_config  # noqa: E402
-from segmentation_core.validation import BadRecordError, image_reader_kwargs, read_image_checked  # noqa: E402
+from predictor import TASKS, VisualizationDemo, is_referring_config
+from segmentation_core.config import load_config
+from segmentation_core.validation import BadRecordError, image_reader_kwargs, read_image_checked
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 logger = logging.getLogger("restr_d2.demo")

@@ -30,32 +30,25 @@ import io
 import logging
 import os
 import socket
-import sys
 import threading
 import time
 import warnings
 from typing import Dict, List, Optional, Sequence
 
-_DEMO_DIR = os.path.dirname(os.path.abspath(__file__))
-_REPO_ROOT = os.path.dirname(_DEMO_DIR)
-for _p in (_REPO_ROOT, _DEMO_DIR):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
-
-import numpy as np  # noqa: E402
-import pycocotools.mask as mask_util  # noqa: E402
-from PIL import Image, ImageOps, UnidentifiedImageError  # noqa: E402
-from starlette.applications import Starlette  # noqa: E402
-from starlette.concurrency import run_in_threadpool  # noqa: E402
-from starlette.datastructures import UploadFile  # noqa: E402
-from starlette.exceptions import HTTPException  # noqa: E402
-from starlette.requests import Request  # noqa: E402
-from starlette.responses import FileResponse, JSONResponse, Response  # noqa: E402
-from starlette.routing import Route  # noqa: E402
+import numpy as np
+import pycocotools.mask as mask_util
+from PIL import Image, ImageOps, UnidentifiedImageError
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Route
 
 logger = logging.getLogger("restr_d2.web")
 
-PAGE_DIR = os.path.join(_DEMO_DIR, "web_page")
+PAGE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "web_page")
 DEFAULT_CONFIG = "configs/shapes/mask2former_R18_panoptic.yaml"
 DEFAULT_REFERRING_CONFIG = "configs/shapes/restr_shapes.yaml"
 DEFAULT_MAX_UPLOAD_BYTES = 20 * 1024 * 1024

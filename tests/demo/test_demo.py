@@ -1,6 +1,5 @@
 """demo/demo.py on tiny random-weight models: files written, predictions drawn, the
 confidence threshold filters instances, referring text, video."""
-import importlib.util
 import os
 
 import sys
@@ -11,6 +10,7 @@ import pytest
 import torch
 
 from tests.helpers.dataset_files import save_jpg
+from tests.helpers.scripts import load_script
 from tests.helpers.paths import REPO as REPOSITORY
 
 REPO = str(REPOSITORY)
@@ -23,16 +23,9 @@ M2F_OPTS = ["INPUT.MIN_SIZE_TEST", "64", "MODEL.MASK_FORMER.TEST.OBJECT_MASK_THR
             "MODEL.MASK_FORMER.TEST.OVERLAP_THRESHOLD", "0.0"]
 
 
-def _load(name, rel):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, rel))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def demo():
-    return _load("restr_d2_demo", "demo/demo.py")
+    return load_script("demo/demo.py", "restr_d2_demo")
 
 
 @pytest.fixture

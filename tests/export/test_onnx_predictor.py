@@ -130,16 +130,14 @@ def test_batch_predictor_errors(exported):
 
 @pytest.mark.parametrize("family,text", [("segmenter", None), ("restr", "red circle")])
 def test_demo_onnx_equals_pytorch(family, text, exported, tmp_path):
-    import importlib.util
+    from tests.helpers.scripts import load_script
 
     import cv2
 
     from .conftest import FAMILIES, REPO
 
     ex = exported(family)
-    spec = importlib.util.spec_from_file_location("restr_d2_demo_onnx", str(REPO / "demo/demo.py"))
-    demo = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(demo)
+    demo = load_script("demo/demo.py", "restr_d2_demo_onnx")
     image_path = str(tmp_path / "in.png")
     cv2.imwrite(image_path, _images([(70, 90)])[0])
     config_file, opts = FAMILIES[family]

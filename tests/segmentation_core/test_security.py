@@ -25,6 +25,7 @@ from detectron2.modeling import build_model
 
 import maskformer_d2  # noqa: F401  (registers the models)
 import restr_d2  # noqa: F401
+from tests.helpers.scripts import load_script
 import train_net  # the repo root is on sys.path (tests/conftest.py)
 from segmentation_core.config_checks import merge_from_file_checked
 from segmentation_core.safe_checkpoint import (
@@ -46,13 +47,6 @@ REPO = str(REPOSITORY)
 SHAPES = os.path.join(REPO, "configs", "shapes")
 SEGMENTER_CFG = os.path.join(SHAPES, "segmenter_linear.yaml")
 FIXTURES = os.path.join(REPO, "tests", "fixtures")
-
-
-def _load_script(name, rel):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, rel))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 class _RunsCommand:
@@ -132,7 +126,7 @@ def test_train_net_refuses_python_tag(tmp_path, marker):
 
 
 def test_demo_refuses_python_tag(tmp_path, marker):
-    demo = _load_script("restr_d2_demo_security", "demo/demo.py")
+    demo = load_script("demo/demo.py", "restr_d2_demo_security")
     path = _evil_yaml(tmp_path / "evil.yaml", marker, base=SEGMENTER_CFG)
     with pytest.raises(UnsafeYAMLError, match="evil.yaml"):
         demo.main(["--config-file", path, "--input", str(tmp_path / "none.png"), "--output", str(tmp_path / "vis")])
@@ -474,7 +468,7 @@ def test_ade20k_full_index_refuses_malicious_pickle(tmp_path, marker):
         pickle.dump({"folder": _RunsCommand(marker), "filename": []}, f, protocol=4)
     sys.path.insert(0, os.path.join(REPO, "datasets"))
     try:
-        prepare = _load_script("prepare_ade20k_full_security", "datasets/prepare_ade20k_full_sem_seg.py")
+        prepare = load_script("datasets/prepare_ade20k_full_sem_seg.py", "prepare_ade20k_full_security")
     finally:
         sys.path.remove(os.path.join(REPO, "datasets"))
     with pytest.raises(UnsafePickleError, match="index_ade20k.pkl"):

@@ -1,6 +1,7 @@
 """The toolbox's shape: every tool imports as a module of the installed ``tools`` package
 (nothing edits ``sys.path``), and every ``tools/...`` path the docs, configs, Makefile and code
 name exists."""
+import os
 import re
 import subprocess
 import sys
@@ -20,6 +21,20 @@ def test_tools_import_as_package_modules_without_editing_sys_path():
     out = subprocess.run([sys.executable, "-c", code, *modules], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.split() == ["ok", str(len(modules))]
+
+
+def test_demo_scripts_run_from_anywhere_without_editing_sys_path(tmp_path):
+    """``python demo/demo.py`` finds ``predictor.py`` beside it the way Python runs any script
+    (its folder comes first on ``sys.path``) and the packages through the editable install: run
+    from another folder with no PYTHONPATH, both demos start."""
+    demos = [REPO / "demo" / "demo.py", REPO / "demo" / "web.py"]
+    assert [str(p.relative_to(REPO)) for p in demos if "sys.path" in p.read_text()] == []
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    for script in demos:
+        out = subprocess.run([sys.executable, str(script), "--help"], cwd=tmp_path, env=env,
+                             capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr[-3000:]
+        assert "--config-file" in out.stdout
 
 
 def _tracked_text_files():

@@ -2,7 +2,6 @@
 the failures are listed at the end and the exit status is non-zero; images are read as
 training reads them (16-bit); what the confidence filter removed and an empty referring mask
 are said in the log and on the picture."""
-import importlib.util
 import os
 import subprocess
 import sys
@@ -14,6 +13,7 @@ import torch
 from PIL import Image
 
 from segmentation_core.validation import read_image_checked
+from tests.helpers.scripts import load_script
 from tests.helpers.paths import REPO as REPOSITORY
 
 REPO = str(REPOSITORY)
@@ -26,10 +26,7 @@ M2F_OPTS = ["INPUT.MIN_SIZE_TEST", "64", "MODEL.MASK_FORMER.TEST.OBJECT_MASK_THR
 
 @pytest.fixture(scope="module")
 def demo():
-    spec = importlib.util.spec_from_file_location("restr_d2_demo_reliability", os.path.join(REPO, "demo/demo.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("demo/demo.py", "restr_d2_demo_reliability")
 
 
 @pytest.fixture

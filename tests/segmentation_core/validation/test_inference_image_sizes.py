@@ -1,7 +1,6 @@
 """Every image size the training mappers accept works at inference (tiny, one pixel wide,
 extreme aspect ratios), for each predictor; an image above ``INPUT.MAX_IMAGE_PIXELS`` is refused
 by the demo with an error naming the limit and the option."""
-import importlib.util
 import os
 
 import numpy as np
@@ -13,6 +12,7 @@ from detectron2.engine import DefaultPredictor
 
 from segmentation_core.config import build_cfg
 from restr_d2.engine.predictor import ReferringPredictor
+from tests.helpers.scripts import load_script
 from tests.helpers.paths import REPO as REPOSITORY
 
 REPO = str(REPOSITORY)
@@ -45,9 +45,7 @@ def test_referring_predictor_any_size(monkeypatch):
 
 
 def test_demo_refuses_an_image_above_the_pixel_limit_naming_the_option(tmp_path):
-    spec = importlib.util.spec_from_file_location("restr_d2_demo_sizes", os.path.join(REPO, "demo/demo.py"))
-    demo = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(demo)
+    demo = load_script("demo/demo.py", "restr_d2_demo_sizes")
     Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(tmp_path / "big.png")
     with pytest.raises(SystemExit) as e:
         demo.main(["--config-file", os.path.join(REPO, "configs/shapes/segmenter_mask.yaml"),
