@@ -1,11 +1,13 @@
-"""train_net.py end to end on a tiny ADE20K-layout fixture: 1 process in-process, then
-2 CPU processes (gloo) through the launcher, including evaluator gathering, and --eval-only."""
+"""train_net.py end to end on a tiny ADE20K-layout fixture: 2 CPU processes (gloo) through the
+launcher, evaluator gathering, --eval-only with semantic TTA; and the training components the
+config selects (mapper, optimizer, TTA sizes), checked on the objects themselves."""
 import json
 import os
 import subprocess
 import sys
 
 import numpy as np
+import torch
 
 from tests.helpers.dataset_files import save_jpg, save_png
 from tests.helpers.paths import REPO as REPOSITORY
@@ -20,7 +22,8 @@ def _ade_fixture(root, n_train=4, n_val=2, size=64):
         for i in range(n):
             save_jpg(os.path.join(base, "images", split, f"ADE_{split}_{i}.jpg"), size, size, seed=i)
             lab = np.zeros((size, size), np.uint8)
-            lab[:, size // 2:] = 1
+            # a different split per image, so an evaluation over one image differs from one over all
+            lab[:, size // (2 + i):] = 1
             lab[: size // 4] = 255
             save_png(os.path.join(base, "annotations_detectron2", split, f"ADE_{split}_{i}.png"), lab)
 
@@ -41,25 +44,62 @@ def _run(args, root, timeout=240):
     return p.stdout + p.stderr
 
 
+def _evaluation(output_dir, folder="inference"):
+    """What detectron2's SemSegEvaluator saved for the validation set (mIoU, per-class IoU, ...)."""
+    path = os.path.join(output_dir, folder, "ade20k_sem_seg_val", "sem_seg_evaluation.pth")
+    # numpy float64 scalars: allow exactly those
+    with torch.serialization.safe_globals([np._core.multiarray.scalar, np.dtype, np.dtypes.Float64DType]):
+        res = torch.load(path, weights_only=True)
+    return {k: (None if np.isnan(v) else float(v)) for k, v in res.items()}  # NaN: class absent
+
+
 def test_train_two_processes_then_eval_only(tmp_path):
     root = str(tmp_path / "data")
     _ade_fixture(root)
     out = str(tmp_path / "out")
-    log = _run(["--config-file", CONFIG, "--num-gpus", "2"] + _opts(out), root)
-    assert "world size 2" in log
-    assert "Dataset mapper 'mask_former_semantic'" in log
-    assert "FullModelClippedAdamW" in log and "backbone x0.1" in log
-    # the evaluation after training gathered the 2 validation images from both ranks
+    _run(["--config-file", CONFIG, "--num-gpus", "2"] + _opts(out), root)
+    # two ranks ran: detectron2 gives every rank but the first its own log file
+    assert os.path.isfile(os.path.join(out, "log.txt")) and os.path.isfile(os.path.join(out, "log.txt.rank1"))
     metrics = [json.loads(line) for line in open(os.path.join(out, "metrics.json"))]
     final = [m for m in metrics if "sem_seg/mIoU" in m]
     assert final, metrics
     assert 0.0 <= final[-1]["sem_seg/mIoU"] <= 100.0
     assert os.path.isfile(os.path.join(out, "model_final.pth"))
-    with open(os.path.join(out, "log.txt")) as f:
-        full_log = f.read()
-    assert "Start inference on 1 batches" in full_log  # 2 val images split over 2 ranks
+    two_ranks = _evaluation(out)
 
-    log = _run(["--config-file", CONFIG, "--eval-only", "MODEL.WEIGHTS", os.path.join(out, "model_final.pth"),
-                "TEST.AUG.ENABLED", "True", "TEST.AUG.MIN_SIZES", "(48, 64)", "TEST.AUG.MAX_SIZE", "128"] + _opts(out), root)
-    assert "Semantic TTA: sizes [48, 64]" in log
-    assert "Running inference with semantic test-time augmentation" in log, log[-3000:]
+    evaluated = str(tmp_path / "eval")
+    _run(["--config-file", CONFIG, "--eval-only", "MODEL.WEIGHTS", os.path.join(out, "model_final.pth"),
+          "TEST.AUG.ENABLED", "True", "TEST.AUG.MIN_SIZES", "(48, 64)", "TEST.AUG.MAX_SIZE", "128"]
+         + _opts(evaluated), root)
+    # the 2-rank evaluation gathered both validation images: one process over both gives the same
+    assert _evaluation(evaluated) == two_ranks
+    assert final[-1]["sem_seg/mIoU"] == two_ranks["mIoU"]
+    with_tta = _evaluation(evaluated, "inference_TTA")
+    assert 0.0 <= with_tta["mIoU"] <= 100.0
+
+
+def test_the_config_selects_mapper_optimizer_and_tta_sizes():
+    """What the run above configures, on the objects train_net builds from the same config."""
+    from detectron2.modeling import build_model
+
+    from segmentation_core.config import build_cfg
+    from segmentation_core.data.dataset_mappers.mask_former_semantic_dataset_mapper import (
+        MaskFormerSemanticDatasetMapper,
+    )
+    from segmentation_core.engine.mapper_registry import build_dataset_mapper
+    from segmentation_core.engine.trainer import Trainer
+    from segmentation_core.engine.tta import SemanticSegmentorWithTTA
+
+    cfg = build_cfg(CONFIG, ["TEST.AUG.MIN_SIZES", "(48, 64)", "TEST.AUG.MAX_SIZE", "128"])
+    assert isinstance(build_dataset_mapper(cfg, True), MaskFormerSemanticDatasetMapper)
+    model = build_model(cfg)
+    optimizer = Trainer.build_optimizer(cfg, model)
+    assert isinstance(optimizer, torch.optim.AdamW)
+    assert cfg.SOLVER.CLIP_GRADIENTS.CLIP_TYPE == "full_model"
+    assert type(optimizer).__name__ == "FullModelClippedAdamW"
+    backbone = {id(p) for p in model.backbone.parameters()}
+    lrs = {(id(p) in backbone, g["lr"]) for g in optimizer.param_groups for p in g["params"]}
+    assert lrs == {(True, cfg.SOLVER.BASE_LR * 0.1), (False, cfg.SOLVER.BASE_LR)}
+    assert cfg.SOLVER.BACKBONE_MULTIPLIER == 0.1
+    tta = SemanticSegmentorWithTTA(cfg, model)
+    assert list(tta.tta_mapper.min_sizes) == [48, 64] and tta.tta_mapper.max_size == 128
