@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from tests.helpers.dataset_files import save_jpg, save_png
+from tests.helpers.evaluation import saved_sem_seg_evaluation
 from tests.helpers.paths import REPO as REPOSITORY
 
 REPO = str(REPOSITORY)
@@ -45,12 +46,7 @@ def _run(args, root, timeout=240):
 
 
 def _evaluation(output_dir, folder="inference"):
-    """What detectron2's SemSegEvaluator saved for the validation set (mIoU, per-class IoU, ...)."""
-    path = os.path.join(output_dir, folder, "ade20k_sem_seg_val", "sem_seg_evaluation.pth")
-    # numpy float64 scalars: allow exactly those
-    with torch.serialization.safe_globals([np._core.multiarray.scalar, np.dtype, np.dtypes.Float64DType]):
-        res = torch.load(path, weights_only=True)
-    return {k: (None if np.isnan(v) else float(v)) for k, v in res.items()}  # NaN: class absent
+    return saved_sem_seg_evaluation(output_dir, "ade20k_sem_seg_val", folder)
 
 
 def test_train_two_processes_then_eval_only(tmp_path):

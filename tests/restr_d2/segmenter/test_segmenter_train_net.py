@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import pytest
+from tests.helpers.evaluation import saved_sem_seg_evaluation
 from tests.helpers.paths import REPO as REPOSITORY
 
 REPO = str(REPOSITORY)
@@ -37,9 +38,11 @@ def test_segmenter_shapes_train_then_eval_only(tmp_path):
                "DATASETS.TEST", "()")
     losses = [m["total_loss"] for m in _metrics(out) if "total_loss" in m]
     assert losses and all(math.isfinite(x) for x in losses)
-    log = _train_net(tmp_path, "--eval-only", "MODEL.WEIGHTS", str(out / "model_final.pth"),
-                     "OUTPUT_DIR", str(tmp_path / "eval"))
-    assert "copypaste: mIoU,fwIoU,mACC,pACC" in log
+    _train_net(tmp_path, "--eval-only", "MODEL.WEIGHTS", str(out / "model_final.pth"),
+               "OUTPUT_DIR", str(tmp_path / "eval"))
+    res = saved_sem_seg_evaluation(str(tmp_path / "eval"), "shapes_sem_seg_val")
+    assert {"mIoU", "fwIoU", "mACC", "pACC"} <= set(res)
+    assert 0.0 <= res["mIoU"] <= 100.0 and 0.0 <= res["pACC"] <= 100.0
 
 
 @pytest.mark.slow
