@@ -162,3 +162,29 @@ def test_instance_mappers_accept_flipped_rle(tmp_path):
     out = lsj(rec)
     assert torch.equal(out["instances"].gt_masks[0], expected)
     assert out["instances"].gt_boxes.tensor.tolist() == [[12.0, 2.0, 17.0, 10.0]]
+
+
+@pytest.mark.parametrize("crop,color", [(True, True), (False, False)])
+def test_mask_former_mappers_build_the_official_augmentations_from_the_config(crop, color):
+    """Resize, the mapper's own crop, SSD colour jitter, flip, in that order; the semantic (and
+    panoptic) crop keeps any one class below SINGLE_CATEGORY_MAX_AREA, the instance crop is plain."""
+    from detectron2.projects.point_rend import ColorAugSSDTransform
+
+    from segmentation_core.config import build_cfg
+    from tests.helpers.paths import REPO
+
+    cfg = build_cfg(str(REPO / "configs/shapes/mask2former_R18_semantic.yaml"),
+                    ["INPUT.CROP.ENABLED", str(crop), "INPUT.COLOR_AUG_SSD", str(color),
+                     "INPUT.CROP.SINGLE_CATEGORY_MAX_AREA", "0.75"])
+    for mapper_cls, crop_cls in ((MaskFormerSemanticDatasetMapper, T.RandomCrop_CategoryAreaConstraint),
+                                 (MaskFormerPanopticDatasetMapper, T.RandomCrop_CategoryAreaConstraint),
+                                 (MaskFormerInstanceDatasetMapper, T.RandomCrop)):
+        augs = mapper_cls.from_config(cfg, True)["augmentations"]
+        expected = [T.ResizeShortestEdge] + [crop_cls] * crop + [ColorAugSSDTransform] * color + [T.RandomFlip]
+        assert [type(a) for a in augs] == expected, mapper_cls
+        assert augs[0].short_edge_length == tuple(cfg.INPUT.MIN_SIZE_TRAIN)
+        if crop:
+            inner = augs[1] if crop_cls is T.RandomCrop else augs[1].crop_aug
+            assert inner.crop_type == cfg.INPUT.CROP.TYPE and tuple(inner.crop_size) == tuple(cfg.INPUT.CROP.SIZE)
+        if crop and crop_cls is T.RandomCrop_CategoryAreaConstraint:
+            assert augs[1].single_category_max_area == 0.75

@@ -8,12 +8,11 @@ import torch
 from detectron2.config import configurable
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
-from detectron2.projects.point_rend import ColorAugSSDTransform
 from detectron2.structures import polygons_to_bitmask
 
 from segmentation_core.engine.mapper_registry import register_mapper
 
-from .utils import masks_to_instances, pad_to_size, read_image_checked
+from .utils import mask_former_train_augmentations, masks_to_instances, pad_to_size, read_image_checked
 
 __all__ = ["MaskFormerInstanceDatasetMapper", "segmentation_to_mask"]
 
@@ -61,16 +60,8 @@ class MaskFormerInstanceDatasetMapper:
 
     @classmethod
     def from_config(cls, cfg, is_train=True):
-        augs = [
-            T.ResizeShortestEdge(
-                cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN, cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING
-            )
-        ]
-        if cfg.INPUT.CROP.ENABLED:
-            augs.append(T.RandomCrop(cfg.INPUT.CROP.TYPE, cfg.INPUT.CROP.SIZE))
-        if cfg.INPUT.COLOR_AUG_SSD:
-            augs.append(ColorAugSSDTransform(img_format=cfg.INPUT.FORMAT))
-        augs.append(T.RandomFlip())
+        crop = T.RandomCrop(cfg.INPUT.CROP.TYPE, cfg.INPUT.CROP.SIZE) if cfg.INPUT.CROP.ENABLED else None
+        augs = mask_former_train_augmentations(cfg, crop)
         return {
             "is_train": is_train,
             "augmentations": augs,

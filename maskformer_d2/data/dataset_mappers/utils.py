@@ -1,10 +1,11 @@
 """Helpers of the MaskFormer-family dataset mappers (the generic ones live in the core)."""
-from segmentation_core.data.dataset_mappers.utils import masks_to_instances, pad_to_size
+from segmentation_core.data.dataset_mappers.utils import mask_former_train_augmentations, masks_to_instances, pad_to_size
 from segmentation_core.data.panoptic_ids import rgb2id
 from segmentation_core.validation import check_panoptic_ids, read_image_checked
 
 __all__ = [
     "read_image_checked", "read_panoptic_png", "rgb2id", "pad_to_size", "masks_to_instances",
+    "mask_former_train_augmentations",
     "segments_to_instances",
 ]
 

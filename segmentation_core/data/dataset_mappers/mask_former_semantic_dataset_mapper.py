@@ -8,12 +8,11 @@ from detectron2.config import configurable
 from detectron2.data import MetadataCatalog
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
-from detectron2.projects.point_rend import ColorAugSSDTransform
 
 from ...engine.mapper_registry import register_mapper
 
 from ...validation import read_image_checked
-from .utils import masks_to_instances, pad_to_size
+from .utils import mask_former_train_augmentations, masks_to_instances, pad_to_size
 
 __all__ = ["MaskFormerSemanticDatasetMapper"]
 
@@ -48,23 +47,13 @@ class MaskFormerSemanticDatasetMapper:
 
     @classmethod
     def from_config(cls, cfg, is_train=True):
-        augs = [
-            T.ResizeShortestEdge(
-                cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN, cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING
-            )
-        ]
-        if cfg.INPUT.CROP.ENABLED:
-            augs.append(
-                T.RandomCrop_CategoryAreaConstraint(
-                    cfg.INPUT.CROP.TYPE,
-                    cfg.INPUT.CROP.SIZE,
-                    cfg.INPUT.CROP.SINGLE_CATEGORY_MAX_AREA,
-                    cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
-                )
-            )
-        if cfg.INPUT.COLOR_AUG_SSD:
-            augs.append(ColorAugSSDTransform(img_format=cfg.INPUT.FORMAT))
-        augs.append(T.RandomFlip())
+        crop = T.RandomCrop_CategoryAreaConstraint(
+            cfg.INPUT.CROP.TYPE,
+            cfg.INPUT.CROP.SIZE,
+            cfg.INPUT.CROP.SINGLE_CATEGORY_MAX_AREA,
+            cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
+        ) if cfg.INPUT.CROP.ENABLED else None
+        augs = mask_former_train_augmentations(cfg, crop)
         # the training set decides the ignore label (Mapillary uses 65, ADE20K-full 65535)
         meta = MetadataCatalog.get(cfg.DATASETS.TRAIN[0])
         return {

@@ -1,11 +1,31 @@
-"""Helpers of the dataset mappers of every family: pad a crop, binary masks -> ``Instances``."""
+"""Helpers of the dataset mappers of every family: the MaskFormer training augmentations, pad a
+crop, binary masks -> ``Instances``."""
+from typing import List, Optional
+
 import numpy as np
 import torch
 from torch.nn import functional as F
 
+from detectron2.data import transforms as T
+from detectron2.projects.point_rend import ColorAugSSDTransform
 from detectron2.structures import Instances
 
-__all__ = ["pad_to_size", "masks_to_instances"]
+__all__ = ["mask_former_train_augmentations", "pad_to_size", "masks_to_instances"]
+
+
+def mask_former_train_augmentations(cfg, crop: Optional[T.Augmentation]) -> List[T.Augmentation]:
+    """The official MaskFormer training augmentations, in their order: resize-shortest-edge
+    (``INPUT.MIN_SIZE_TRAIN`` / ``MAX_SIZE_TRAIN`` / ``MIN_SIZE_TRAIN_SAMPLING``), ``crop`` (the
+    mapper's own: semantic keeps any one class below an area, instance crops plainly; None when
+    ``INPUT.CROP.ENABLED`` is off), SSD colour jitter (``INPUT.COLOR_AUG_SSD``), horizontal flip."""
+    augs = [T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN,
+                                 cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING)]
+    if crop is not None:
+        augs.append(crop)
+    if cfg.INPUT.COLOR_AUG_SSD:
+        augs.append(ColorAugSSDTransform(img_format=cfg.INPUT.FORMAT))
+    augs.append(T.RandomFlip())
+    return augs
 
 
 def pad_to_size(tensor, size, value):
