@@ -36,6 +36,16 @@ def output_conv(in_channels: int, conv_dim: int, norm: NormArg) -> Conv2d:
     return conv
 
 
+def add_fpn_level(module: nn.Module, idx: int, in_channels: int, conv_dim: int,
+                  norm: NormArg) -> Tuple[Conv2d, Conv2d]:
+    """Register the lateral 1x1 conv ``adapter_{idx+1}`` and the output 3x3 conv ``layer_{idx+1}``
+    of FPN level ``idx`` (0 = finest) on ``module`` (the official key names); returns both."""
+    lat, out = lateral_conv(in_channels, conv_dim, norm), output_conv(conv_dim, conv_dim, norm)
+    module.add_module(f"adapter_{idx + 1}", lat)
+    module.add_module(f"layer_{idx + 1}", out)
+    return lat, out
+
+
 def sorted_shapes(input_shape: Dict[str, ShapeSpec]) -> List[Tuple[str, ShapeSpec]]:
     """Backbone levels from the finest (smallest stride) to the coarsest."""
     return sorted(input_shape.items(), key=lambda kv: kv[1].stride)
@@ -113,9 +123,7 @@ class BasePixelDecoder(_TopDownFPN):
                 lateral.append(None)
                 outputs.append(top)
             else:
-                lat, out = lateral_conv(ch, conv_dim, norm), output_conv(conv_dim, conv_dim, norm)
-                self.add_module(f"adapter_{idx + 1}", lat)
-                self.add_module(f"layer_{idx + 1}", out)
+                lat, out = add_fpn_level(self, idx, ch, conv_dim, norm)
                 lateral.append(lat)
                 outputs.append(out)
         # Coarse-to-fine order for the top-down pass (plain lists: modules are registered above).

@@ -14,7 +14,7 @@ from torch import nn
 from ...layers import MSDeformAttn, PositionEmbeddingSine, get_activation_fn
 from ...layers.transformer import clone_layers
 from .build import PIXEL_DECODER_REGISTRY
-from .fpn import lateral_conv, output_conv, sorted_shapes
+from .fpn import add_fpn_level, sorted_shapes
 
 __all__ = [
     "MSDeformAttnTransformerEncoderLayer",
@@ -203,9 +203,7 @@ class MSDeformAttnPixelDecoder(nn.Module):
         self.num_fpn_levels = int(math.log2(min(self.transformer_feature_strides)) - math.log2(common_stride))
         lateral, outputs = [], []
         for idx, ch in enumerate(self.feature_channels[: self.num_fpn_levels]):
-            lat, out = lateral_conv(ch, conv_dim, norm), output_conv(conv_dim, conv_dim, norm)
-            self.add_module(f"adapter_{idx + 1}", lat)
-            self.add_module(f"layer_{idx + 1}", out)
+            lat, out = add_fpn_level(self, idx, ch, conv_dim, norm)
             lateral.append(lat)
             outputs.append(out)
         # Coarse-to-fine order for the top-down pass.

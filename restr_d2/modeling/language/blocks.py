@@ -90,17 +90,10 @@ class PreNormBlock(nn.Module):
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
-class PostNormBlock(nn.Module):
+class PostNormBlock(PreNormBlock):
     """Language block (official ``LangBlock``): ``LN1(x + attn(x))`` then ``LN2(x + mlp(x))``.
-    (B, N, D) -> (B, N, D)."""
-
-    def __init__(self, dim: int, num_heads: int, mlp_dim: int, dropout: float = 0.0, drop_path: float = 0.0):
-        super().__init__()
-        self.norm1 = nn.LayerNorm(dim)
-        self.norm2 = nn.LayerNorm(dim)
-        self.attn = MaskedSelfAttention(dim, num_heads, dropout)
-        self.mlp = Mlp(dim, mlp_dim, dropout)
-        self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+    (B, N, D) -> (B, N, D). The same modules (and keys) as :class:`PreNormBlock`; only where the
+    norms sit differs."""
 
     def forward(self, x: torch.Tensor, key_valid: Optional[torch.Tensor] = None) -> torch.Tensor:
         x = self.norm1(x + self.drop_path(self.attn(x, key_valid)))
