@@ -99,16 +99,22 @@ class VisualizationDemo:
         instance_mode (ColorMode): colouring of the Visualizer.
         onnx_path (str): run the network from this ONNX graph in onnxruntime
             (``segmentation_core.export.ONNXPredictor``, same outputs) instead of PyTorch.
+        display_scale (float): the picture is drawn this many times larger than the image
+            (detectron2's ``Visualizer(scale=...)``), so that labels on small images are readable;
+            the prediction itself is made on the image as given.
     """
 
     def __init__(self, cfg, *, confidence_threshold=0.5, task="auto", instance_mode=ColorMode.IMAGE,
-                 onnx_path=None):
+                 onnx_path=None, display_scale=1.0):
         if task not in TASKS:
             raise ValueError(f"Unknown task {task!r}; choose one of {TASKS}")
         self.cfg = cfg
         self.task = task
         self.confidence_threshold = float(confidence_threshold)
         self.instance_mode = instance_mode
+        if not display_scale > 0:
+            raise ValueError(f"display_scale must be positive, got {display_scale}")
+        self.display_scale = float(display_scale)
         self.metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0] if len(cfg.DATASETS.TEST) else "__unused")
         self.instance_metadata = instance_label_metadata(self.metadata, cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES)
         self.referring = is_referring_config(cfg)
@@ -188,7 +194,8 @@ class VisualizationDemo:
     def draw(self, image_bgr, predictions, text=None):
         """Draw ``predictions`` on the (H, W, 3) BGR image; returns a ``VisImage`` (RGB)."""
         image_rgb = image_bgr[:, :, ::-1]
-        visualizer = Visualizer(image_rgb, self.metadata, instance_mode=self.instance_mode)
+        visualizer = Visualizer(image_rgb, self.metadata, instance_mode=self.instance_mode,
+                                scale=self.display_scale)
         if self.referring:
             vis = visualizer.draw_binary_mask(
                 predictions["mask"].cpu().numpy(), color=(0.0, 1.0, 0.3), edge_color=(0.0, 0.5, 0.1), alpha=0.5

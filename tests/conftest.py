@@ -14,6 +14,11 @@ import torch  # noqa: E402
 
 torch.set_num_threads(2)
 
+# The installed ``demo`` package (``demo.predictor``, which tools/demo imports), bound before a
+# test loads ``demo/demo.py`` the way Python runs it, with demo/ first on sys.path, where the name
+# ``demo`` would be the script.
+import demo.predictor  # noqa: E402,F401
+
 
 @pytest.fixture
 def fixtures_dir():
