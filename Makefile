@@ -12,9 +12,12 @@ install:
 demo: install
 	@bash tools/demo/demo.sh
 
-# The test suite CI runs (long training runs are marked `slow` and excluded).
+# The test suite CI runs (long training runs are marked `slow` and excluded), in TEST_WORKERS
+# pytest-xdist processes (one per core of CI's 2; tests sharing an expensive fixture stay in one
+# worker: tests/conftest.py XDIST_GROUPS). TEST_WORKERS=0 runs them in this process.
+TEST_WORKERS ?= 2
 test: install
-	$(PY) -m pytest tests -m "not slow" -q $(PYTEST_ARGS)
+	$(PY) -m pytest tests -m "not slow" -q -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 test-slow: install
 	$(PY) -m pytest tests -m slow -q $(PYTEST_ARGS)

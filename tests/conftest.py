@@ -9,15 +9,33 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-# Tests run on 2 cores; fixtures were generated with 2 threads.
+# Tests run on 2 cores; fixtures were generated with 2 threads. `make test` runs two pytest-xdist
+# workers, one thread each (two threads each would oversubscribe the 2 cores).
 import torch  # noqa: E402
 
-torch.set_num_threads(2)
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
 
 # The installed ``demo`` package (``demo.predictor``, which tools/demo imports), bound before a
 # test loads ``demo/demo.py`` the way Python runs it, with demo/ first on sys.path, where the name
 # ``demo`` would be the script.
 import demo.predictor  # noqa: E402,F401
+
+
+# Tests that share an expensive session/module fixture run in one pytest-xdist worker
+# (`--dist loadgroup`), so it is built once, not once per worker.
+XDIST_GROUPS = {
+    "tests/export/": "onnx_exports",  # each family exported to ONNX once (tests/export/conftest.py)
+    "tests/train_net/test_dinov2_shapes_training.py": "dinov2_training",  # one conversion + 5 trainings
+    "tests/demo/": "web_demo",  # one running web demo server
+}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        path = Path(str(item.fspath)).resolve().relative_to(REPO_ROOT).as_posix()
+        for prefix, group in XDIST_GROUPS.items():
+            if path.startswith(prefix):
+                item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture
