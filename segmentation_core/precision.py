@@ -75,9 +75,13 @@ def _linux_cpuinfo() -> Optional[Tuple[str, set]]:
     """(model name, flags) of the first processor in /proc/cpuinfo; None where unreadable."""
     try:
         with open("/proc/cpuinfo") as f:
-            text = f.read()
+            return parse_cpuinfo(f.read())
     except OSError:
         return None
+
+
+def parse_cpuinfo(text: str) -> Optional[Tuple[str, set]]:
+    """(model name, flags) of the first processor of a /proc/cpuinfo text; None without flags."""
     name, flags = None, None
     for line in text.splitlines():
         key, _, value = line.partition(":")
