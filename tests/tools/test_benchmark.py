@@ -155,3 +155,54 @@ def test_benchmark_variant_rows_and_ratios(tmp_path):
     assert {r["impl"] for r in sec["rows"]} == {"ours", "variant"}
     for q in sec["variant_ratios"]:
         assert abs(q["variant_over_ours_latency"] * q["speedup_variant_vs_ours"] - 1) < 1e-9
+
+
+def _cpu(monkeypatch, features):
+    from segmentation_core import precision
+
+    support = precision.CpuBf16Support("Test CPU 9000", tuple(features), "test", "AVX2")
+    monkeypatch.setattr(precision, "cpu_bf16_support", lambda: support)
+
+
+def test_benchmark_bf16_without_native_bf16_reports_instead_of_timing(tmp_path, monkeypatch, capsys):
+    """--dtype bfloat16 on a CPU without avx512_bf16/amx_bf16: a message, no figures, exit 2."""
+    from tools.benchmark.benchmark import main
+
+    _cpu(monkeypatch, [])
+    out_json = tmp_path / "bench.json"
+    assert main(["--preset", "tiny_m2f_swin", "--dtype", "bfloat16", "--json", str(out_json)]) == 2
+    msg = capsys.readouterr().out
+    assert "bfloat16 not timed" in msg and "Test CPU 9000" in msg and "--allow-emulated" in msg
+    assert "avx512_bf16" in msg and "amx_bf16" in msg
+    assert not out_json.exists()
+
+
+def test_benchmark_bf16_emulated_is_labelled(tmp_path, monkeypatch):
+    """--dtype bfloat16 --allow-emulated: our bf16 model is the variant, every bf16 figure says EMULATED."""
+    from tools.benchmark.benchmark import main
+
+    _cpu(monkeypatch, [])
+    out_json, out_md = tmp_path / "bench.json", tmp_path / "bench.md"
+    assert main(["--preset", "tiny_m2f_swin", "--no-peer", "--batch", "1", "--reps", "1", "--warmup", "0",
+                 "--matmul-n", "64", "--modes", "network", "--dtype", "bfloat16", "--allow-emulated",
+                 "--json", str(out_json), "--md", str(out_md)]) == 0
+    (sec,) = json.loads(out_json.read_text())["presets"]
+    assert sec["impls"] == ["ours", "variant"]
+    assert sec["variant_options"] == ["MODEL.INFERENCE_DTYPE", "bfloat16",
+                                      "MODEL.INFERENCE_DTYPE_ALLOW_EMULATED", "True"]
+    assert "EMULATED" in sec["variant_label"]
+    md = out_md.read_text()
+    assert "| variant [EMULATED bf16] |" in md and "[bfloat16 autocast EMULATED" in md
+
+
+def test_benchmark_bf16_native_label_and_arguments(monkeypatch):
+    from tools.benchmark.benchmark import bf16_variant, parse_args
+
+    _cpu(monkeypatch, ["amx_bf16"])
+    assert bf16_variant("bfloat16", False) == (["MODEL.INFERENCE_DTYPE", "bfloat16"],
+                                               "bfloat16 autocast (native: amx_bf16)")
+    assert bf16_variant("float32", False) == ([], "")
+    with pytest.raises(SystemExit):
+        parse_args(["--preset", "tiny_m2f_swin", "--allow-emulated"])
+    with pytest.raises(SystemExit):
+        parse_args(["--preset", "tiny_m2f_swin", "--dtype", "bfloat16", "--variant", "MODEL.CHANNELS_LAST.ENABLED", "True"])

@@ -187,7 +187,9 @@ class D2MaskFormerBench:
             with torch.inference_mode():
                 xs = [(x.float() - model.pixel_mean) / model.pixel_std for x in images]
                 il = ImageList.from_tensors(xs, model.size_divisibility)
-                return model.sem_seg_head(model.backbone(il.tensor))
+                # the model's inference network: MODEL.INFERENCE_DTYPE applies (float32: the
+                # head on the backbone, nothing else)
+                return model.network(il.tensor)
 
         return run
 

@@ -11,8 +11,12 @@ def _fmt(v, nd=1):
 
 def _timing_lines(section: Dict) -> List[List[str]]:
     out = []
+    label = section.get("variant_label", "")
     for r in section["rows"]:
-        out.append([section["preset"], r["case"], r["impl"], str(r["batch"]),
+        impl = r["impl"]
+        if impl == "variant" and label:
+            impl += " [EMULATED bf16]" if "EMULATED" in label else " [bf16]"
+        out.append([section["preset"], r["case"], impl, str(r["batch"]),
                     "x".join(str(s) for s in r["size"]), _fmt(r["median_ms"]),
                     f"{_fmt(r['q1_ms'])}-{_fmt(r['q3_ms'])}", f"{_fmt(r['p10_ms'])}-{_fmt(r['p90_ms'])}",
                     _fmt(r["images_per_s"], 2), _fmt(r.get("achieved_gflops")),
@@ -36,6 +40,8 @@ def _ratio_lines(section):
 
 def _variant_lines(section):
     opts = " ".join(str(o) for o in section.get("variant_options", []))
+    if section.get("variant_label"):  # e.g. "bfloat16 autocast EMULATED (...)"
+        opts = f"{opts} [{section['variant_label']}]"
     return [[section["preset"], opts, r["case"], str(r["batch"]), _fmt(r["variant_over_ours_latency"], 3),
              _fmt(r["speedup_variant_vs_ours"], 2) + "x",
              _fmt(r["speedup_variant_vs_peer"], 2) + "x" if "speedup_variant_vs_peer" in r else "-"]
