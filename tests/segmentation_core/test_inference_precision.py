@@ -163,3 +163,30 @@ def test_float32_default_is_the_unchanged_network():
     with torch.no_grad():
         model(_inputs())
     assert seen == [torch.float32]
+
+
+def test_bf16_pixel_decoder_samples_in_float32(monkeypatch):
+    """Under bf16 inference the MSDeformAttn pixel decoder's layers run in bf16 but the
+    deformable sampling (offsets, weights, gather) gets float32; in training (SOLVER.AMP.CPU_BF16)
+    the whole pixel decoder stays float32, as in the official code."""
+    from maskformer_d2.layers import ms_deform_attn
+
+    model = _model(M2F)
+    pixel_decoder = model.sem_seg_head.pixel_decoder
+    core_dtypes, ffn_dtypes = [], []
+    gather = ms_deform_attn.ms_deform_attn_gather_from_offsets
+
+    def recording_gather(value, shapes, reference_points, offsets, weights):
+        core_dtypes.append({value.dtype, reference_points.dtype, offsets.dtype, weights.dtype})
+        return gather(value, shapes, reference_points, offsets, weights)
+
+    monkeypatch.setattr(ms_deform_attn, "ms_deform_attn_gather_from_offsets", recording_gather)
+    layer = pixel_decoder.transformer.encoder.layers[0]
+    layer.linear1.register_forward_hook(lambda m, i, o: ffn_dtypes.append(o.dtype))
+    x = model.preprocess_images(_inputs()).tensor
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        pixel_decoder.forward_features(model.backbone(x))
+        model.train()
+        pixel_decoder.forward_features(model.backbone(x))
+    assert ffn_dtypes == [torch.bfloat16, torch.float32]
+    assert core_dtypes and all(d == {torch.float32} for d in core_dtypes)
