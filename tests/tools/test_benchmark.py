@@ -184,7 +184,7 @@ def test_benchmark_bf16_emulated_is_labelled(tmp_path, monkeypatch):
     _cpu(monkeypatch, [])
     out_json, out_md = tmp_path / "bench.json", tmp_path / "bench.md"
     assert main(["--preset", "tiny_m2f_swin", "--no-peer", "--batch", "1", "--reps", "1", "--warmup", "0",
-                 "--matmul-n", "64", "--modes", "network", "--dtype", "bfloat16", "--allow-emulated",
+                 "--matmul-n", "64", "--modes", "network", "flops", "--dtype", "bfloat16", "--allow-emulated",
                  "--json", str(out_json), "--md", str(out_md)]) == 0
     (sec,) = json.loads(out_json.read_text())["presets"]
     assert sec["impls"] == ["ours", "variant"]
@@ -193,6 +193,10 @@ def test_benchmark_bf16_emulated_is_labelled(tmp_path, monkeypatch):
     assert "EMULATED" in sec["variant_label"]
     md = out_md.read_text()
     assert "| variant [EMULATED bf16] |" in md and "[bfloat16 autocast EMULATED" in md
+    # most of the bf16 model's matmul/conv work runs in bf16; the deformable sampling heads stay float32
+    by_dtype = sec["variant_gflop_by_dtype"]
+    assert by_dtype["bfloat16"] > 4 * by_dtype["float32"] > 0, by_dtype
+    assert "FLOPs by input dtype: bfloat16" in md
 
 
 def test_benchmark_bf16_native_label_and_arguments(monkeypatch):
@@ -206,3 +210,29 @@ def test_benchmark_bf16_native_label_and_arguments(monkeypatch):
         parse_args(["--preset", "tiny_m2f_swin", "--allow-emulated"])
     with pytest.raises(SystemExit):
         parse_args(["--preset", "tiny_m2f_swin", "--dtype", "bfloat16", "--variant", "MODEL.CHANNELS_LAST.ENABLED", "True"])
+
+
+def test_flops_by_dtype_follows_autocast():
+    import torch
+
+    from tools.benchmark.flops import flops_by_dtype
+
+    linear, conv = torch.nn.Linear(64, 32), torch.nn.Conv2d(3, 8, 3)
+    x, image = torch.randn(8, 64), torch.randn(1, 3, 10, 10)
+    macs = 8 * 64 * 32 + 8 * 8 * 8 * 27 + 5 * 4 * 6 * 7  # linear, conv (8x8 output), einsum
+
+    def run(dtype):
+        def fn():
+            with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bfloat16"):
+                linear(x), conv(image), torch.einsum("bqc,bchw->bqhw", torch.randn(1, 5, 4), torch.randn(1, 4, 6, 7))
+        return fn
+
+    assert flops_by_dtype(run("bfloat16")) == {"bfloat16": pytest.approx(2 * macs / 1e9)}
+    assert flops_by_dtype(run("float32")) == {"float32": pytest.approx(2 * macs / 1e9)}
+
+    def under_inference_mode():
+        with torch.inference_mode():
+            linear(x)
+
+    with pytest.raises(RuntimeError, match="not torch.inference_mode"):
+        flops_by_dtype(under_inference_mode)

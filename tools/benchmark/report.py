@@ -90,12 +90,21 @@ def _machine_line(report):
             f"({_fmt(mm.get('best_gflops'))} best)")
 
 
+def _dtype_line(section) -> str:
+    by = section["variant_gflop_by_dtype"]
+    total = sum(by.values()) or 1.0
+    return (f"{section['preset']}: variant network (batch 1) matmul/conv/attention FLOPs by input dtype: "
+            + ", ".join(f"{k} {v:.2f} GFLOP ({100 * v / total:.1f} %)" for k, v in by.items()))
+
+
 def format_table(report: Dict) -> str:
     parts = [_machine_line(report)] + _sections(report, _text_table)
     for s in report["presets"]:
         if s.get("flops"):
             parts.append(f"{s['preset']}: {s['flops']['gflop_per_image']:.2f} GFLOP per image "
                          f"(network, fvcore x2)")
+        if s.get("variant_gflop_by_dtype"):
+            parts.append(_dtype_line(s))
         for msg in s.get("skipped", []):
             parts.append(f"{s['preset']}: skipped {msg}")
     return "\n\n".join(parts)
@@ -109,6 +118,8 @@ def to_markdown(report: Dict) -> str:
             f = s["flops"]
             parts.append(f"{s['preset']}: {f['gflop_per_image']:.2f} GFLOP per image; uncounted "
                          f"ops: {', '.join(f['uncounted_ops']) or 'none'}")
+        if s.get("variant_gflop_by_dtype"):
+            parts.append(_dtype_line(s))
         for key, prof in s.get("profile", {}).items():
             lines = [[o["op"], str(o["calls"]), _fmt(o["self_cpu_ms"]), _fmt(o["pct"])]
                      for o in prof["top_ops"]]
