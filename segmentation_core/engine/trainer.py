@@ -18,7 +18,7 @@ from detectron2.utils.logger import setup_logger
 from detectron2.evaluation import verify_results  # noqa: F401  (re-exported for train_net)
 
 from ..resume import build_resumable_train_loader
-from ..precision import cpu_bf16_support
+from .. import precision
 from ..safe_checkpoint import SafeDetectionCheckpointer
 from ..validation import BadRecordSummaryHook, CheckedDatasetMapper, checked_train_dataset_dicts, wrap_mapper
 from ..resume.trainer import ResilientTrainerMixin
@@ -94,7 +94,7 @@ class Trainer(ResilientTrainerMixin, DefaultTrainer):
             logger.info("Training loop: AMPTrainer (float16 autocast + gradient scaling)")
             return AMPTrainer(model, data_loader, optimizer)
         if cfg.SOLVER.AMP.ENABLED and cfg.SOLVER.AMP.CPU_BF16:
-            support = cpu_bf16_support()  # the same test as MODEL.INFERENCE_DTYPE's
+            support = precision.cpu_bf16_support()  # the same test as MODEL.INFERENCE_DTYPE's
             if support.native:
                 logger.info("Training loop: bfloat16 autocast on CPU (SOLVER.AMP.CPU_BF16=True; native: %s)",
                             ", ".join(support.features))

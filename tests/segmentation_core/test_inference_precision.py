@@ -190,3 +190,20 @@ def test_bf16_pixel_decoder_samples_in_float32(monkeypatch):
         pixel_decoder.forward_features(model.backbone(x))
     assert ffn_dtypes == [torch.bfloat16, torch.float32]
     assert core_dtypes and all(d == {torch.float32} for d in core_dtypes)
+
+
+@pytest.mark.parametrize("support,level,words", [
+    (NO_BF16, logging.WARNING, ["EMULATED", "Test CPU 9000", "neither avx512_bf16 nor amx_bf16"]),
+    (AVX512_BF16, logging.INFO, ["bfloat16 autocast on CPU", "native: avx512_bf16"]),
+])
+def test_cpu_bf16_training_loop_asks_the_same_detector(monkeypatch, caplog, support, level, words):
+    from segmentation_core.engine.trainer import CPUAutocastTrainer, Trainer
+
+    monkeypatch.setattr(precision, "cpu_bf16_support", lambda: support)
+    cfg = _cfg(M2F, "SOLVER.AMP.ENABLED", "True", "SOLVER.AMP.CPU_BF16", "True")
+    model = torch.nn.Linear(2, 2)
+    with caplog.at_level(logging.INFO, logger="segmentation_core.engine.trainer"):
+        loop = Trainer._build_loop(cfg, model, [[]], torch.optim.SGD(model.parameters(), lr=0.1))
+    assert isinstance(loop, CPUAutocastTrainer)
+    (record,) = [r for r in caplog.records if "Training loop" in r.getMessage()]
+    assert record.levelno == level and all(w in record.getMessage() for w in words), record.getMessage()
