@@ -207,3 +207,12 @@ def test_cpu_bf16_training_loop_asks_the_same_detector(monkeypatch, caplog, supp
     assert isinstance(loop, CPUAutocastTrainer)
     (record,) = [r for r in caplog.records if "Training loop" in r.getMessage()]
     assert record.levelno == level and all(w in record.getMessage() for w in words), record.getMessage()
+
+
+def test_check_config_refuses_the_switch_for_a_meta_arch_that_ignores_it():
+    from segmentation_core.config_checks import ConfigCheckError, check_inference_dtype_supported
+
+    check_inference_dtype_supported(_cfg(M2F, *BF16))  # ours: reads it
+    check_inference_dtype_supported(_cfg("semantic_fpn_R18_tiny.yaml"))  # float32: nothing to check
+    with pytest.raises(ConfigCheckError, match="'SemanticSegmentor', which would run float32"):
+        check_inference_dtype_supported(_cfg("semantic_fpn_R18_tiny.yaml", *BF16))
