@@ -12,7 +12,7 @@ instructions), only slower.
 
     python tools/analysis/bf16_accuracy.py --config-file configs/shapes/mask2former_R18_panoptic.yaml \\
         --weights output/bf16_accuracy/train/model_final.pth --allow-emulated \\
-        --output output/bf16_accuracy/eval [--max-images N] [--opts KEY VALUE ...]
+        --output output/bf16_accuracy/eval [--opts KEY VALUE ...]
 
 ``--weights`` is a checkpoint of that config (``make demo`` writes one to
 ``output/demo/train/model_final.pth``; ``train_net.py --config-file ... OUTPUT_DIR DIR`` another).
@@ -68,7 +68,6 @@ def parse_args(argv=None):
     p.add_argument("--output", required=True, help="folder for summary.json and the evaluators' files")
     p.add_argument("--allow-emulated", action="store_true",
                    help="run bf16 even where the CPU emulates it (MODEL.INFERENCE_DTYPE_ALLOW_EMULATED)")
-    p.add_argument("--max-images", type=int, default=0, help="evaluate only the first N images (0: all)")
     p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: PyTorch's default)")
     p.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="config overrides KEY VALUE ...")
     return p.parse_args(argv)
@@ -121,8 +120,6 @@ def main(argv=None) -> Dict:
         seconds = {"fp32": 0.0, "bf16": 0.0}
         with torch.no_grad():
             for i, inputs in enumerate(loader):
-                if args.max_images and i >= args.max_images:
-                    break
                 outs = {}
                 for dt, model in (("fp32", model32), ("bf16", model16)):
                     t = time.perf_counter()
