@@ -18,7 +18,7 @@ import functools
 import logging
 import platform
 from dataclasses import dataclass
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 
@@ -205,10 +205,13 @@ class InferencePrecision:
         self.check(device_type)
         return torch.autocast(device_type, dtype=self.dtype)
 
-    def run(self, network, *args, device_type: str):
-        """``network(*args)`` in this precision; outputs float32. float32: exactly ``network(*args)``."""
+    def run(self, network, *args, device_type: str, uncast_keys: Sequence[str] = ()):
+        """``network(*args)`` in this precision; outputs float32 (except the entries
+        ``uncast_keys`` of a dict output, left as they came). float32: exactly ``network(*args)``."""
         if not self.reduced:
             return network(*args)
         with self.autocast(device_type):
             outputs = network(*args)
+        if isinstance(outputs, dict) and uncast_keys:
+            return {k: v if k in uncast_keys else outputs_to_float32(v) for k, v in outputs.items()}
         return outputs_to_float32(outputs)

@@ -240,10 +240,8 @@ class MaskFormer(nn.Module):
             (K, H, W), ``panoptic_seg`` (int32 (H, W), segments_info), ``instances``, as enabled.
         """
         images = self.preprocess_images(batched_inputs)
-        if self.training:
-            outputs = self.sem_seg_head(self.backbone(images.tensor))
-        else:
-            outputs = self.network(images.tensor)
+        # eval: the inference network (MODEL.INFERENCE_DTYPE; float32 is these same two calls)
+        outputs = self.sem_seg_head(self.backbone(images.tensor)) if self.training else self.network(images.tensor)
 
         if self.training:
             if "instances" not in batched_inputs[0]:
@@ -258,10 +256,14 @@ class MaskFormer(nn.Module):
         return self.inference(outputs, batched_inputs, images)
 
     def network(self, images: torch.Tensor) -> Dict:
-        """Inference network: (B, 3, Hp, Wp) normalised images -> head outputs (``pred_logits``,
-        ``pred_masks``, ...), run in ``inference_precision`` and returned in float32."""
+        """Inference network: (B, 3, Hp, Wp) normalised images -> head outputs ``pred_logits``
+        (B, Q, K+1), ``pred_masks`` (B, Q, Hp/4, Wp/4), ``aux_outputs``, run in
+        ``inference_precision``; ``pred_logits`` and ``pred_masks`` come back in float32, the
+        per-layer ``aux_outputs`` (unused by inference) in the network's dtype: casting them
+        would cost tens of ms per 512x512 image in bf16."""
         return self.inference_precision.run(
-            lambda x: self.sem_seg_head(self.backbone(x)), images, device_type=images.device.type)
+            lambda x: self.sem_seg_head(self.backbone(x)), images, device_type=images.device.type,
+            uncast_keys=("aux_outputs",))
 
     def preprocess_images(self, batched_inputs: Sequence[Dict]) -> ImageList:
         """The network input: normalised images zero-padded (after normalisation) to a
