@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from segmentation_core.config_defaults import set_default
+from segmentation_core.precision import add_inference_precision_config
 
 __all__ = ["Acceleration", "add_acceleration_config"]
 
@@ -36,7 +37,8 @@ logger = logging.getLogger(__name__)
 
 
 def add_acceleration_config(cfg) -> None:
-    """``MODEL.COMPILE.*`` and ``MODEL.CHANNELS_LAST.*`` (idempotent; everything off)."""
+    """``MODEL.COMPILE.*``, ``MODEL.CHANNELS_LAST.*`` and ``MODEL.INFERENCE_DTYPE*`` (idempotent;
+    everything off: float32 inference)."""
     from detectron2.config import CfgNode as CN
 
     set_default(cfg.MODEL, "COMPILE", CN())
@@ -49,6 +51,8 @@ def add_acceleration_config(cfg) -> None:
     set_default(cfg.MODEL, "CHANNELS_LAST", CN())
     set_default(cfg.MODEL.CHANNELS_LAST, "ENABLED", False)
     set_default(cfg.MODEL.CHANNELS_LAST, "MODULES", [])
+    # MODEL.INFERENCE_DTYPE / MODEL.INFERENCE_DTYPE_ALLOW_EMULATED (segmentation_core/precision.py)
+    add_inference_precision_config(cfg)
 
 
 def _channels_last_pre_hook(module, args):

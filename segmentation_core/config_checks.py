@@ -502,3 +502,21 @@ def check_config(cfg: CfgNode, *, check_weights: bool = True) -> None:
             raise ConfigCheckError(f"{node}.{key}={cfg[node][key]!r}; expected one of {allowed}")
     if "MAX_IMAGE_PIXELS" in cfg.INPUT and cfg.INPUT.MAX_IMAGE_PIXELS < 0:
         raise ConfigCheckError(f"INPUT.MAX_IMAGE_PIXELS={cfg.INPUT.MAX_IMAGE_PIXELS}; use a positive limit or 0 for none")
+    check_inference_dtype_supported(cfg)
+
+
+def check_inference_dtype_supported(cfg: CfgNode) -> None:
+    """``MODEL.INFERENCE_DTYPE`` other than float32 needs a meta-architecture that reads it (an
+    ``inference_precision`` argument: ours); detectron2's own would silently run float32."""
+    import inspect
+
+    from detectron2.modeling import META_ARCH_REGISTRY
+
+    dtype = cfg.MODEL.get("INFERENCE_DTYPE", "float32")
+    arch = cfg.MODEL.META_ARCHITECTURE
+    if dtype == "float32" or arch not in META_ARCH_REGISTRY:
+        return  # an unregistered name fails in build_model with detectron2's own message
+    if "inference_precision" not in inspect.signature(META_ARCH_REGISTRY.get(arch).__init__).parameters:
+        raise ConfigCheckError(
+            f"MODEL.INFERENCE_DTYPE={dtype!r} is read by MaskFormer, Segmenter and ReSTR, not by "
+            f"MODEL.META_ARCHITECTURE={arch!r}, which would run float32: set MODEL.INFERENCE_DTYPE float32")

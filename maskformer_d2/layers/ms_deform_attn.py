@@ -421,6 +421,21 @@ class MSDeformAttn(nn.Module):
         if input_padding_mask is not None:
             value = value.masked_fill(input_padding_mask[..., None], 0.0)
         value = value.view(n, s, self.n_heads, self.d_model // self.n_heads)
+        device_type = query.device.type
+        if torch.is_autocast_enabled(device_type):
+            # Under autocast (bf16 inference: the pixel decoder lets it in there) the projections
+            # run reduced, the sampling in float32: bf16's 8 mantissa bits would place a sample
+            # at x = 60 px only to 0.25 px, and the gather's bilinear weights come from x.
+            with torch.autocast(device_type, enabled=False):
+                out = self._sample(query.float(), reference_points.float(), value.float(), shapes)
+        else:
+            out = self._sample(query, reference_points, value, shapes)
+        return self.output_proj(out)
+
+    def _sample(self, query: torch.Tensor, reference_points: torch.Tensor, value: torch.Tensor,
+                shapes: List[Tuple[int, int]]) -> torch.Tensor:
+        """Offsets and weights from the queries, then the core: (N, Lq, M * D)."""
+        n, lq, _ = query.shape
         offsets = self.sampling_offsets(query).view(n, lq, self.n_heads, self.n_levels, self.n_points, 2)
         weights = self.attention_weights(query).view(n, lq, self.n_heads, self.n_levels * self.n_points)
         # softmax over the L * P (= 12) weights of each head, computed with the heads innermost:
@@ -430,8 +445,7 @@ class MSDeformAttn(nn.Module):
         weights = weights.view(n, lq, self.n_heads, self.n_levels, self.n_points)
 
         if reference_points.shape[-1] == 2 and self.impl == "gather":
-            return self.output_proj(
-                ms_deform_attn_gather_from_offsets(value, shapes, reference_points, offsets, weights))
+            return ms_deform_attn_gather_from_offsets(value, shapes, reference_points, offsets, weights)
         if reference_points.shape[-1] == 2:
             # Offsets are in pixels of each level: divide by that level's (W, H).
             normalizer = torch.tensor([[w, h] for h, w in shapes], dtype=query.dtype, device=query.device)
@@ -443,8 +457,7 @@ class MSDeformAttn(nn.Module):
         else:
             raise ValueError("reference_points must end in 2 (points) or 4 (boxes); "
                              f"got {tuple(reference_points.shape)}")
-        out = self._core(value, shapes, locations, weights)
-        return self.output_proj(out)
+        return self._core(value, shapes, locations, weights)
 
     def extra_repr(self) -> str:
         return (f"d_model={self.d_model}, n_levels={self.n_levels}, n_heads={self.n_heads}, "

@@ -18,6 +18,7 @@ from detectron2.utils.logger import setup_logger
 from detectron2.evaluation import verify_results  # noqa: F401  (re-exported for train_net)
 
 from ..resume import build_resumable_train_loader
+from .. import precision
 from ..safe_checkpoint import SafeDetectionCheckpointer
 from ..validation import BadRecordSummaryHook, CheckedDatasetMapper, checked_train_dataset_dicts, wrap_mapper
 from ..resume.trainer import ResilientTrainerMixin
@@ -93,7 +94,14 @@ class Trainer(ResilientTrainerMixin, DefaultTrainer):
             logger.info("Training loop: AMPTrainer (float16 autocast + gradient scaling)")
             return AMPTrainer(model, data_loader, optimizer)
         if cfg.SOLVER.AMP.ENABLED and cfg.SOLVER.AMP.CPU_BF16:
-            logger.info("Training loop: bfloat16 autocast on CPU (SOLVER.AMP.CPU_BF16=True)")
+            support = precision.cpu_bf16_support()  # the same test as MODEL.INFERENCE_DTYPE's
+            if support.native:
+                logger.info("Training loop: bfloat16 autocast on CPU (SOLVER.AMP.CPU_BF16=True; native: %s)",
+                            ", ".join(support.features))
+            else:
+                logger.warning("Training loop: bfloat16 autocast on CPU (SOLVER.AMP.CPU_BF16=True), EMULATED: "
+                               "%s, so bf16 runs slower than float32 here (SOLVER.AMP.CPU_BF16 False for "
+                               "float32)", support.describe())
             return CPUAutocastTrainer(model, data_loader, optimizer)
         if cfg.SOLVER.AMP.ENABLED:
             logger.info("SOLVER.AMP.ENABLED is ignored on CPU (float32); SOLVER.AMP.CPU_BF16=True enables bf16")

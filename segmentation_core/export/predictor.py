@@ -40,6 +40,11 @@ class ONNXPredictor:
         require_export_packages()
         import onnxruntime
 
+        if cfg.MODEL.get("INFERENCE_DTYPE", "float32") != "float32":
+            # the network is the float32 graph in onnxruntime: the switch would not apply
+            raise ValueError(f"ONNXPredictor runs the exported float32 graph, but MODEL.INFERENCE_DTYPE is "
+                             f"{cfg.MODEL.INFERENCE_DTYPE!r}: set MODEL.INFERENCE_DTYPE float32 for it (bf16 "
+                             "inference is a PyTorch switch: DefaultPredictor)")
         self.cfg = cfg.clone()
         self.cfg.defrost()
         self.cfg.MODEL.DEVICE = "cpu"  # onnxruntime's CPU provider: pre/post-processing on CPU too

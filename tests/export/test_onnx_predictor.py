@@ -126,6 +126,11 @@ def test_batch_predictor_errors(exported):
         BatchPredictor(ex.cfg, batch_size=0)(_images([(64, 64)]))
     with pytest.raises(FileNotFoundError, match="export_onnx"):
         ONNXPredictor("/nonexistent/model.onnx", ex.cfg)
+    bf16 = ex.cfg.clone()
+    bf16.defrost()
+    bf16.MODEL.INFERENCE_DTYPE = "bfloat16"
+    with pytest.raises(ValueError, match="MODEL.INFERENCE_DTYPE float32"):
+        ONNXPredictor(ex.path, bf16)  # the graph is float32: the switch would silently not apply
 
 
 @pytest.mark.parametrize("family,text", [("segmenter", None), ("restr", "red circle")])

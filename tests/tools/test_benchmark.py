@@ -155,3 +155,84 @@ def test_benchmark_variant_rows_and_ratios(tmp_path):
     assert {r["impl"] for r in sec["rows"]} == {"ours", "variant"}
     for q in sec["variant_ratios"]:
         assert abs(q["variant_over_ours_latency"] * q["speedup_variant_vs_ours"] - 1) < 1e-9
+
+
+def _cpu(monkeypatch, features):
+    from segmentation_core import precision
+
+    support = precision.CpuBf16Support("Test CPU 9000", tuple(features), "test", "AVX2")
+    monkeypatch.setattr(precision, "cpu_bf16_support", lambda: support)
+
+
+def test_benchmark_bf16_without_native_bf16_reports_instead_of_timing(tmp_path, monkeypatch, capsys):
+    """--dtype bfloat16 on a CPU without avx512_bf16/amx_bf16: a message, no figures, exit 2."""
+    from tools.benchmark.benchmark import main
+
+    _cpu(monkeypatch, [])
+    out_json = tmp_path / "bench.json"
+    assert main(["--preset", "tiny_m2f_swin", "--dtype", "bfloat16", "--json", str(out_json)]) == 2
+    msg = capsys.readouterr().out
+    assert "bfloat16 not timed" in msg and "Test CPU 9000" in msg and "--allow-emulated" in msg
+    assert "avx512_bf16" in msg and "amx_bf16" in msg
+    assert not out_json.exists()
+
+
+def test_benchmark_bf16_emulated_is_labelled(tmp_path, monkeypatch):
+    """--dtype bfloat16 --allow-emulated: our bf16 model is the variant, every bf16 figure says EMULATED."""
+    from tools.benchmark.benchmark import main
+
+    _cpu(monkeypatch, [])
+    out_json, out_md = tmp_path / "bench.json", tmp_path / "bench.md"
+    assert main(["--preset", "tiny_m2f_swin", "--no-peer", "--batch", "1", "--reps", "1", "--warmup", "0",
+                 "--matmul-n", "64", "--modes", "network", "flops", "--dtype", "bfloat16", "--allow-emulated",
+                 "--json", str(out_json), "--md", str(out_md)]) == 0
+    (sec,) = json.loads(out_json.read_text())["presets"]
+    assert sec["impls"] == ["ours", "variant"]
+    assert sec["variant_options"] == ["MODEL.INFERENCE_DTYPE", "bfloat16",
+                                      "MODEL.INFERENCE_DTYPE_ALLOW_EMULATED", "True"]
+    assert "EMULATED" in sec["variant_label"]
+    md = out_md.read_text()
+    assert "| variant [EMULATED bf16] |" in md and "[bfloat16 autocast EMULATED" in md
+    # most of the bf16 model's matmul/conv work runs in bf16; the deformable sampling heads stay float32
+    by_dtype = sec["variant_gflop_by_dtype"]
+    assert by_dtype["bfloat16"] > 4 * by_dtype["float32"] > 0, by_dtype
+    assert "FLOPs by input dtype: bfloat16" in md
+
+
+def test_benchmark_bf16_native_label_and_arguments(monkeypatch):
+    from tools.benchmark.benchmark import bf16_variant, parse_args
+
+    _cpu(monkeypatch, ["amx_bf16"])
+    assert bf16_variant("bfloat16", False) == (["MODEL.INFERENCE_DTYPE", "bfloat16"],
+                                               "bfloat16 autocast (native: amx_bf16)")
+    assert bf16_variant("float32", False) == ([], "")
+    with pytest.raises(SystemExit):
+        parse_args(["--preset", "tiny_m2f_swin", "--allow-emulated"])
+    with pytest.raises(SystemExit):
+        parse_args(["--preset", "tiny_m2f_swin", "--dtype", "bfloat16", "--variant", "MODEL.CHANNELS_LAST.ENABLED", "True"])
+
+
+def test_flops_by_dtype_follows_autocast():
+    import torch
+
+    from tools.benchmark.flops import flops_by_dtype
+
+    linear, conv = torch.nn.Linear(64, 32), torch.nn.Conv2d(3, 8, 3)
+    x, image = torch.randn(8, 64), torch.randn(1, 3, 10, 10)
+    macs = 8 * 64 * 32 + 8 * 8 * 8 * 27 + 5 * 4 * 6 * 7  # linear, conv (8x8 output), einsum
+
+    def run(dtype):
+        def fn():
+            with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bfloat16"):
+                linear(x), conv(image), torch.einsum("bqc,bchw->bqhw", torch.randn(1, 5, 4), torch.randn(1, 4, 6, 7))
+        return fn
+
+    assert flops_by_dtype(run("bfloat16")) == {"bfloat16": pytest.approx(2 * macs / 1e9)}
+    assert flops_by_dtype(run("float32")) == {"float32": pytest.approx(2 * macs / 1e9)}
+
+    def under_inference_mode():
+        with torch.inference_mode():
+            linear(x)
+
+    with pytest.raises(RuntimeError, match="not torch.inference_mode"):
+        flops_by_dtype(under_inference_mode)

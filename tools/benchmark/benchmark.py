@@ -15,6 +15,13 @@ Examples:
     python tools/benchmark/benchmark.py --preset data_shapes_semantic --data-images 50
     python tools/benchmark/benchmark.py --preset m2f_swin_t_panoptic --modes network --warmup 2 \
         --variant MODEL.COMPILE.ENABLED True        # ours vs ours compiled vs the peer
+    python tools/benchmark/benchmark.py --preset m2f_swin_t_panoptic --modes network end_to_end \
+        --batch 1 --dtype bfloat16                   # ours fp32 vs ours bf16 vs the peer (fp32)
+
+``--dtype bfloat16`` times our model with ``MODEL.INFERENCE_DTYPE bfloat16`` as the variant, next to
+our float32 model and the float32 peer. It needs a CPU with native bf16 (``avx512_bf16`` or
+``amx_bf16``): elsewhere it reports that and times nothing, unless ``--allow-emulated``, which
+times the emulated (slower) bf16 and labels every bf16 figure "EMULATED".
     python tools/benchmark/benchmark.py --list
 """
 import argparse
@@ -46,6 +53,26 @@ def _loadavg():
         return None
 
 
+def bf16_variant(dtype: str, allow_emulated: bool):
+    """(variant options, label) for ``--dtype``; None (after printing why) when bf16 cannot be
+    timed meaningfully on this CPU and emulation was not allowed."""
+    if dtype != "bfloat16":
+        return [], ""
+    from segmentation_core.precision import cpu_bf16_support
+
+    support = cpu_bf16_support()
+    options = ["MODEL.INFERENCE_DTYPE", "bfloat16"]
+    if support.native:
+        return options, f"bfloat16 autocast (native: {', '.join(support.features)})"
+    if not allow_emulated:
+        print(f"bfloat16 not timed: {support.describe()}, so bf16 runs emulated, slower than float32; "
+              "a figure here would say nothing about bf16 on a CPU that has it. Run on a CPU with "
+              "avx512_bf16 or amx_bf16 (or add --allow-emulated to time the emulation, labelled EMULATED).")
+        return None
+    return (options + ["MODEL.INFERENCE_DTYPE_ALLOW_EMULATED", "True"],
+            "bfloat16 autocast EMULATED (CPU lacks avx512_bf16/amx_bf16): not a bf16 speed figure")
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 epilog=__doc__.split("\n\n", 2)[2],
@@ -61,6 +88,12 @@ def parse_args(argv=None):
                    help="also time our model with these config overrides (KEY VALUE ...; same "
                    "weights), interleaved, as impl 'variant' with ratios against ours (warm-up "
                    "calls absorb torch.compile's compilation: a compiled variant needs --warmup >= 1)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
+                   help="bfloat16: also time our model with MODEL.INFERENCE_DTYPE bfloat16 (as the "
+                   "variant); needs native bf16 on the CPU (see --allow-emulated)")
+    p.add_argument("--allow-emulated", action="store_true",
+                   help="with --dtype bfloat16 on a CPU without avx512_bf16/amx_bf16: time the emulated "
+                   "bf16 anyway (labelled EMULATED; for checking the tool, not a speed figure)")
     p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="input size (default: preset's)")
     p.add_argument("--batch", type=int, default=2, help="batch N for network/train cases")
     p.add_argument("--reps", type=int, default=10, help="timed repetitions per case")
@@ -79,6 +112,11 @@ def parse_args(argv=None):
         p.error("give --preset NAME [NAME ...], --config-file FILE or --list")
     if len(args.variant) % 2:
         p.error(f"--variant takes KEY VALUE pairs; got {len(args.variant)} words: {args.variant}")
+    if args.dtype == "bfloat16" and args.variant:
+        p.error("--dtype bfloat16 is itself the variant (MODEL.INFERENCE_DTYPE bfloat16); drop --variant "
+                "or give --variant MODEL.INFERENCE_DTYPE bfloat16 ... yourself")
+    if args.allow_emulated and args.dtype != "bfloat16":
+        p.error("--allow-emulated only applies with --dtype bfloat16")
     if "MODEL.COMPILE.ENABLED" in args.variant[::2] and args.warmup < 1:
         p.error("--variant needs --warmup >= 1 (a compiled variant compiles on its first calls)")
     return args
@@ -100,6 +138,10 @@ def main(argv=None):
             print(f"{p.name:24s} {p.description}{peer}")
         return 0
     torch.set_num_threads(args.threads)
+    bf16 = bf16_variant(args.dtype, args.allow_emulated)
+    if bf16 is None:
+        return 2
+    variant_options, variant_label = bf16 if args.dtype == "bfloat16" else (args.variant, "")
     names = list(args.preset or [])
     if args.config_file:
         custom = Preset("custom", args.family, f"--config-file {args.config_file}",
@@ -124,8 +166,10 @@ def main(argv=None):
             section = run_preset(name, size=args.size, batch=args.batch, reps=args.reps,
                                  warmup=args.warmup, threads=args.threads, modes=args.modes,
                                  with_peer=not args.no_peer, extra_options=args.opts,
-                                 profile=args.profile, variant_options=args.variant,
+                                 profile=args.profile, variant_options=variant_options,
                                  matmul_gflops=report["machine"]["matmul"]["median_gflops"])
+        if variant_label:
+            section["variant_label"] = variant_label
         report["presets"].append(section)
     report["machine"]["loadavg_after"] = _loadavg()
     report["wall_s"] = time.time() - started

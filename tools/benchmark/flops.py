@@ -12,7 +12,7 @@ import torch
 
 from .stats import percentile
 
-__all__ = ["count_flops", "matmul_gflops"]
+__all__ = ["count_flops", "count_flops_dispatch", "flops_by_dtype", "matmul_gflops"]
 
 
 def _shape(v):
@@ -108,19 +108,56 @@ def matmul_gflops(n: int = 2048, reps: int = 5) -> Dict[str, float]:
             "best_gflops": flop / min(times) / 1e9, "threads": torch.get_num_threads()}
 
 
+def _sdpa_cpu_flop(query, key, value, *args, out_shape=None, **kwargs):
+    # torch's table has no entry for the CPU flash kernel; same formula as its GPU kernels
+    b, h, lq, e = query
+    return 2 * b * h * lq * key[-2] * (e + value[-1])
+
+
+def flops_by_dtype(fn) -> Dict[str, float]:
+    """GFLOPs of one ``fn()`` call (matmuls, convolutions, attention: torch.utils.flop_counter's
+    formulas) summed per dtype of each op's first floating-point input, as the op reaches the
+    dispatcher, i.e. after autocast's casts: how much of the work a bf16 autocast moved to bf16.
+    ``fn`` must not use ``torch.inference_mode`` (an error says so)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils.flop_counter import flop_registry, shape_wrapper
+
+    # Under inference_mode these composite ops reach the dispatcher undecomposed (and einsum's
+    # inner bmm is autocast below it, unseen): their work would be missed or mislabelled
+    composite = {torch.ops.aten.linear, torch.ops.aten.conv2d, torch.ops.aten.einsum,
+                 torch.ops.aten.scaled_dot_product_attention, torch.ops.aten.matmul}
+    formulas = {**flop_registry,
+                torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: shape_wrapper(_sdpa_cpu_flop)}
+    totals: Dict[str, float] = {}
+
+    class Count(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            if func._overloadpacket in composite:
+                raise RuntimeError(f"flops_by_dtype: {func} reached the dispatcher undecomposed; call "
+                                   "the network under torch.no_grad(), not torch.inference_mode()")
+            out = func(*args, **kwargs)
+            formula = formulas.get(func._overloadpacket)
+            if formula is not None:
+                flat = [x for a in (*args, *kwargs.values()) for x in (a if isinstance(a, (list, tuple)) else [a])]
+                dtype = next((str(a.dtype).replace("torch.", "") for a in flat
+                              if isinstance(a, torch.Tensor) and a.is_floating_point()), "other")
+                totals[dtype] = totals.get(dtype, 0.0) + formula(*args, **kwargs, out_val=out) / 1e9
+            return out
+
+    with Count():
+        fn()
+    return dict(sorted(totals.items()))
+
+
 def count_flops_dispatch(fn) -> Dict[str, object]:
     """FLOPs of one `fn()` call counted at the PyTorch dispatcher (torch.utils.flop_counter):
     matmuls, convolutions and scaled-dot-product attention, 2 FLOPs per multiply-add. Works on
     any model (no tracing: string inputs are fine); used where fvcore cannot trace."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    def sdpa_cpu(query, key, value, *args, out_shape=None, **kwargs):
-        # torch's table has no entry for the CPU flash kernel; same formula as its GPU kernels
-        b, h, lq, e = query
-        return 2 * b * h * lq * key[-2] * (e + value[-1])
-
     counter = FlopCounterMode(display=False, custom_mapping={
-        torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: sdpa_cpu})
+        torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_cpu_flop})
     with counter:
         fn()
     by_op = {str(k): v / 1e9 for k, v in counter.get_flop_counts().get("Global", {}).items()}

@@ -176,18 +176,22 @@ class D2MaskFormerBench:
 
         return _Net().eval()
 
-    def network(self, batch: SyntheticBatch) -> Callable[[], object]:
+    def network(self, batch: SyntheticBatch, inference_mode: bool = True) -> Callable[[], object]:
+        """``inference_mode=False``: under ``torch.no_grad`` (for dispatcher-level op counting)."""
         from detectron2.structures import ImageList
 
         model = self.model
         images = list(batch.images)
+        grad_mode = torch.inference_mode if inference_mode else torch.no_grad
 
         def run():
             model.eval()
-            with torch.inference_mode():
+            with grad_mode():
                 xs = [(x.float() - model.pixel_mean) / model.pixel_std for x in images]
                 il = ImageList.from_tensors(xs, model.size_divisibility)
-                return model.sem_seg_head(model.backbone(il.tensor))
+                # the model's inference network: MODEL.INFERENCE_DTYPE applies (float32: the
+                # head on the backbone, nothing else)
+                return model.network(il.tensor)
 
         return run
 
@@ -326,12 +330,13 @@ class D2GenericBench:
         self.make_inputs = make_inputs
         self._optimizer = None
 
-    def end_to_end(self, batch: SyntheticBatch) -> Callable[[], object]:
+    def end_to_end(self, batch: SyntheticBatch, inference_mode: bool = True) -> Callable[[], object]:
         model, inputs = self.model, self.make_inputs(batch, False)
+        grad_mode = torch.inference_mode if inference_mode else torch.no_grad
 
         def run():
             model.eval()
-            with torch.inference_mode():
+            with grad_mode():
                 return model(inputs)
 
         return run

@@ -11,8 +11,12 @@ def _fmt(v, nd=1):
 
 def _timing_lines(section: Dict) -> List[List[str]]:
     out = []
+    label = section.get("variant_label", "")
     for r in section["rows"]:
-        out.append([section["preset"], r["case"], r["impl"], str(r["batch"]),
+        impl = r["impl"]
+        if impl == "variant" and label:
+            impl += " [EMULATED bf16]" if "EMULATED" in label else " [bf16]"
+        out.append([section["preset"], r["case"], impl, str(r["batch"]),
                     "x".join(str(s) for s in r["size"]), _fmt(r["median_ms"]),
                     f"{_fmt(r['q1_ms'])}-{_fmt(r['q3_ms'])}", f"{_fmt(r['p10_ms'])}-{_fmt(r['p90_ms'])}",
                     _fmt(r["images_per_s"], 2), _fmt(r.get("achieved_gflops")),
@@ -36,6 +40,8 @@ def _ratio_lines(section):
 
 def _variant_lines(section):
     opts = " ".join(str(o) for o in section.get("variant_options", []))
+    if section.get("variant_label"):  # e.g. "bfloat16 autocast EMULATED (...)"
+        opts = f"{opts} [{section['variant_label']}]"
     return [[section["preset"], opts, r["case"], str(r["batch"]), _fmt(r["variant_over_ours_latency"], 3),
              _fmt(r["speedup_variant_vs_ours"], 2) + "x",
              _fmt(r["speedup_variant_vs_peer"], 2) + "x" if "speedup_variant_vs_peer" in r else "-"]
@@ -84,12 +90,21 @@ def _machine_line(report):
             f"({_fmt(mm.get('best_gflops'))} best)")
 
 
+def _dtype_line(section) -> str:
+    by = section["variant_gflop_by_dtype"]
+    total = sum(by.values()) or 1.0
+    return (f"{section['preset']}: variant network (batch 1) matmul/conv/attention FLOPs by input dtype: "
+            + ", ".join(f"{k} {v:.2f} GFLOP ({100 * v / total:.1f} %)" for k, v in by.items()))
+
+
 def format_table(report: Dict) -> str:
     parts = [_machine_line(report)] + _sections(report, _text_table)
     for s in report["presets"]:
         if s.get("flops"):
             parts.append(f"{s['preset']}: {s['flops']['gflop_per_image']:.2f} GFLOP per image "
                          f"(network, fvcore x2)")
+        if s.get("variant_gflop_by_dtype"):
+            parts.append(_dtype_line(s))
         for msg in s.get("skipped", []):
             parts.append(f"{s['preset']}: skipped {msg}")
     return "\n\n".join(parts)
@@ -103,6 +118,8 @@ def to_markdown(report: Dict) -> str:
             f = s["flops"]
             parts.append(f"{s['preset']}: {f['gflop_per_image']:.2f} GFLOP per image; uncounted "
                          f"ops: {', '.join(f['uncounted_ops']) or 'none'}")
+        if s.get("variant_gflop_by_dtype"):
+            parts.append(_dtype_line(s))
         for key, prof in s.get("profile", {}).items():
             lines = [[o["op"], str(o["calls"]), _fmt(o["self_cpu_ms"]), _fmt(o["pct"])]
                      for o in prof["top_ops"]]

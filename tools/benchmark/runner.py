@@ -26,7 +26,7 @@ from typing import Dict, List, Optional
 import torch
 
 from .families import batch_for, build_subjects, cfg_for, pair_weights
-from .flops import count_flops, count_flops_dispatch
+from .flops import count_flops, count_flops_dispatch, flops_by_dtype
 from .presets import get_preset
 from .stats import summarize
 from .timing import interleaved_timings
@@ -185,6 +185,12 @@ def run_preset(name: str, *, size=None, batch: int = 2, reps: int = 10, warmup: 
                                "uncounted_ops": fl["uncounted_ops"]}
         except Exception as e:  # report, do not hide: the figure is then absent
             result["skipped"].append(f"flops: counting failed: {type(e).__name__}: {e}")
+        if "variant" in subjects and any(o == "MODEL.INFERENCE_DTYPE" for o in variant_options[::2]):
+            # how much of the variant's matmul/conv/attention work autocast moved to bf16
+            by_dtype = flops_by_dtype(subjects["variant"].network(b1, inference_mode=False))
+            result["variant_gflop_by_dtype"] = by_dtype
+            logger.info("%s: variant network FLOPs by dtype: %s", name,
+                        ", ".join(f"{k} {v:.2f} GFLOP" for k, v in by_dtype.items()))
 
     def timed(case, bsz, b, method):
         fns = {impl: getattr(s, method)(b) for impl, s in subjects.items()}

@@ -239,11 +239,18 @@ class MSDeformAttnPixelDecoder(nn.Module):
             multi_scale_features: 3 maps (B, conv_dim, h_i, w_i), coarse to fine.
         """
         device_type = next(iter(features.values())).device.type
-        # Deformable attention runs in float32 even under AMP, as in the official code.
+        if (not self.training and torch.is_autocast_enabled(device_type)
+                and torch.get_autocast_dtype(device_type) == torch.bfloat16):
+            # bf16 inference (MODEL.INFERENCE_DTYPE): the projections, FFNs and convolutions run
+            # in bf16, MSDeformAttn keeps its sampling in float32. (bf16 has float32's exponent
+            # range: the official all-float32 rule below guards float16 from overflowing.)
+            return self._forward_features(features)
+        # Deformable attention runs in float32 even under AMP, as in the official code (and in
+        # bf16 training: SOLVER.AMP.CPU_BF16).
         with torch.autocast(device_type=device_type, enabled=False):
-            return self._forward_features_fp32(features)
+            return self._forward_features(features)
 
-    def _forward_features_fp32(self, features):
+    def _forward_features(self, features):
         srcs, pos = [], []
         for idx, name in enumerate(self.transformer_in_features[::-1]):
             x = features[name].float()

@@ -16,6 +16,7 @@ from detectron2.structures import ImageList
 from torch import nn
 
 from segmentation_core.acceleration import Acceleration
+from segmentation_core.precision import InferencePrecision
 from segmentation_core.checkpoint_policy import require_complete_weights, weights_strict_from_cfg
 
 from ..backbone.d2_vit import vit_kwargs_from_config
@@ -71,6 +72,7 @@ class ReSTR(nn.Module):
         acceleration: Optional[Acceleration] = None,
         weights_strict: bool = True,
         resize_pixel_logits: bool = False,
+        inference_precision: Optional[InferencePrecision] = None,
     ):
         """
         Args:
@@ -87,6 +89,8 @@ class ReSTR(nn.Module):
                 vision encoder), applied last; the state dict is unchanged.
             resize_pixel_logits: resize the decoder's pixel logits to the input size (bilinear,
                 align_corners=False) when they differ: patch sizes that are not a power of two.
+            inference_precision: the dtype of ``predict`` in eval mode (``MODEL.INFERENCE_DTYPE``;
+                default float32); post-processing is float32 either way.
         """
         super().__init__()
         if pad_layout not in PAD_LAYOUTS:
@@ -102,6 +106,7 @@ class ReSTR(nn.Module):
         # non-persistent: official checkpoints have no such keys
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
+        self.inference_precision = inference_precision or InferencePrecision()
         require_complete_weights(self, strict=weights_strict)
         if acceleration is not None:
             acceleration.apply(self, image_encoder="encoder_v", image_encoder_entry="forward_features")
@@ -140,6 +145,7 @@ class ReSTR(nn.Module):
             acceleration=Acceleration.from_config(cfg),
             weights_strict=weights_strict_from_cfg(cfg),
             resize_pixel_logits=bool(r.DECODER.RESIZE_TO_INPUT and r.DECODER.ENABLED),
+            inference_precision=InferencePrecision.from_config(cfg),
         )
 
     @property
@@ -193,7 +199,11 @@ class ReSTR(nn.Module):
     def forward(self, batched_inputs: List[Dict]):
         sentences = [x["sentence"] for x in batched_inputs]
         images = self.preprocess_images(batched_inputs)
-        outputs = self.predict(images.tensor, sentences)
+        if self.training:
+            outputs = self.predict(images.tensor, sentences)
+        else:
+            outputs = self.inference_precision.run(self.predict, images.tensor, sentences,
+                                                   device_type=images.tensor.device.type)
         if self.training:
             H, W = images.tensor.shape[-2:]
             gt = images.tensor.new_zeros((len(batched_inputs), 1, H, W))

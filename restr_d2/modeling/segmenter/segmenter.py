@@ -3,6 +3,7 @@
 The sub-modules are named ``encoder`` and ``decoder`` as in the official ``segm.model``, so an
 official checkpoint's ``model`` state dict loads into this module with ``strict=True``.
 """
+import functools
 import logging
 from typing import Callable, Dict, List, Optional
 
@@ -14,6 +15,7 @@ from detectron2.structures import ImageList
 from torch import nn
 
 from segmentation_core.acceleration import Acceleration
+from segmentation_core.precision import InferencePrecision
 from segmentation_core.checkpoint_policy import require_complete_weights, weights_strict_from_cfg
 
 from ..backbone.vit import pad_to_patch_multiple
@@ -55,6 +57,7 @@ class Segmenter(nn.Module):
         test_flip: bool = False,
         acceleration: Optional[Acceleration] = None,
         weights_strict: bool = True,
+        inference_precision: Optional[InferencePrecision] = None,
     ):
         """
         Args:
@@ -74,6 +77,8 @@ class Segmenter(nn.Module):
                 the whole model (``segmentation_core.checkpoint_policy``); False: load what fits, with a warning.
             acceleration: optional ``torch.compile`` / channels-last of submodules (default: the
                 encoder), applied last; the state dict is unchanged.
+            inference_precision: the dtype of ``segment`` in eval mode (``MODEL.INFERENCE_DTYPE``;
+                default float32); softmax, window merging and resizing are float32 either way.
         """
         super().__init__()
         if test_mode not in TEST_MODES:
@@ -92,6 +97,7 @@ class Segmenter(nn.Module):
         # non-persistent: keeps the state dict equal to the official checkpoint
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
+        self.inference_precision = inference_precision or InferencePrecision()
         require_complete_weights(self, strict=weights_strict)
         if acceleration is not None:
             acceleration.apply(self, image_encoder="encoder")
@@ -125,6 +131,7 @@ class Segmenter(nn.Module):
             test_flip=t.FLIP,
             acceleration=Acceleration.from_config(cfg),
             weights_strict=weights_strict_from_cfg(cfg),
+            inference_precision=InferencePrecision.from_config(cfg),
         )
 
     @property
@@ -170,7 +177,11 @@ class Segmenter(nn.Module):
 
         ``segment``: the network, (n, 3, h, w) normalized -> (n, C, h, w) logits; default
         ``self.segment`` (the ONNX predictor passes its onnxruntime graph)."""
-        segment = self.segment if segment is None else segment
+        if segment is None:
+            segment = self.segment
+            if self.inference_precision.reduced:
+                segment = functools.partial(self.inference_precision.run, self.segment,
+                                            device_type=image.device.type)
         out_size = (record.get("height", image.shape[-2]), record.get("width", image.shape[-1]))
         flips = (False, True) if self.test_flip else (False,)
         if self.test_mode == "slide":
