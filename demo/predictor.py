@@ -196,6 +196,10 @@ class VisualizationDemo:
         image_rgb = image_bgr[:, :, ::-1]
         visualizer = Visualizer(image_rgb, self.metadata, instance_mode=self.instance_mode,
                                 scale=self.display_scale)
+        if self.display_scale > 1:
+            # detectron2 sizes labels from the image (sqrt(h * w) / 90 image pixels, 8 picture
+            # pixels on a 128 px image drawn 4x): at least 16 picture pixels when drawn larger
+            visualizer._default_font_size = max(visualizer._default_font_size, 16.0 / self.display_scale)
         if self.referring:
             vis = visualizer.draw_binary_mask(
                 predictions["mask"].cpu().numpy(), color=(0.0, 1.0, 0.3), edge_color=(0.0, 0.5, 0.1), alpha=0.5
