@@ -5,10 +5,12 @@
     python train_net.py --config-file ... --eval-only MODEL.WEIGHTS model.pth
     python train_net.py --config-file ... --resume
 
-Without GPUs, ``--num-gpus N`` starts N CPU processes joined by gloo.
+Without GPUs, ``--num-gpus N`` starts N CPU processes joined by gloo. A wrong input (config key,
+YAML, checkpoint of another model, corrupt file, bad record, non-finite loss) stops it with one
+line naming the problem and exit status 1 (``RESTR_D2_TRACEBACK=1``: with the traceback);
+``cli()`` raises those errors for programs that call it.
 """
 import logging
-import os
 
 import segmentation_core  # noqa: F401  (first: imports detectron2 without its torch.jit.script warnings)
 from detectron2.engine import default_argument_parser
@@ -25,6 +27,7 @@ from segmentation_core.engine import launch
 from segmentation_core.resume import ResilientCheckpointer
 from segmentation_core.engine.trainer import Trainer
 from segmentation_core.engine.run_setup import default_setup_plain, log_device
+from segmentation_core.engine.user_errors import run_command_line
 
 logger = logging.getLogger("restr_d2.train_net")
 
@@ -82,4 +85,4 @@ def cli(argv=None):
 
 
 if __name__ == "__main__":
-    cli()
+    raise SystemExit(run_command_line(cli, "train_net.py"))
