@@ -3,7 +3,7 @@
     python -m tools.benchmark.postprocess_memory \\
         --config configs/shapes/mask2former_R18_panoptic.yaml \\
         --config configs/mask2former/coco/panoptic-segmentation/maskformer2_R50_bs16_50ep.yaml \\
-        --sides 1000 2000 4000 8000 --paths network old new compact --limit-gb 16 --out peaks.json
+        --sides 1000 2000 4000 8000 --paths network old new compact --limit-gb 16 --worst-case --out peaks.json
 
 Each case runs in a fresh process (``--worker``): it builds the model from the config with random
 weights (``build_model``, no checkpoint: the memory does not depend on the values), makes a
@@ -19,6 +19,12 @@ panoptic and instance inference on, and reports the peak RSS during that call (`
 * ``new``: the default banded post-processing (same outputs);
 * ``compact``: banded with ``COMPACT_OUTPUTS True`` (``sem_seg_labels``, bit-packed instance masks);
 * ``network``: only backbone + head on the resized input (the network's share of the peak).
+
+``--worst-case`` (memory-wise) keeps every query and every instance whatever the random weights
+predict: ``OBJECT_MASK_THRESHOLD 0`` and every class a thing class (without it, random weights
+give few panoptic segments and, instance inference keeping only thing classes, often no
+instance at all, so the instance masks would not be measured): ``TEST.DETECTIONS_PER_IMAGE``
+instances, all queries competing in the panoptic argmax.
 
 The parent watches each worker's RSS (every 0.05 s) and kills it above ``--limit-gb`` (so the
 machine is never pushed into the OOM killer) or after ``--timeout`` seconds; such a case is
@@ -46,7 +52,7 @@ def _path_opts(path: str) -> List[str]:
     return []
 
 
-def run_worker(config: str, side: int, path: str, threads: int, seed: int) -> Dict:
+def run_worker(config: str, side: int, path: str, threads: int, seed: int, worst_case: bool = False) -> Dict:
     """One case in this process; returns the measurement (see the module docstring)."""
     import numpy as np
     import torch
@@ -64,8 +70,15 @@ def run_worker(config: str, side: int, path: str, threads: int, seed: int) -> Di
         "MODEL.MASK_FORMER.TEST.PANOPTIC_ON", "True",
         "MODEL.MASK_FORMER.TEST.INSTANCE_ON", "True",
     ] + _path_opts(path)
+    if worst_case:
+        opts += ["MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD", "0.0"]
     cfg = build_cfg(config, opts)
     model = build_model(cfg).eval()
+    if worst_case:
+        from types import SimpleNamespace
+
+        classes = range(cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES)
+        model.metadata = SimpleNamespace(thing_dataset_id_to_contiguous_id={c: c for c in classes})
     image = np.random.default_rng(seed).integers(0, 256, size=(side, side, 3), dtype=np.uint8)  # BGR
     resize = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST], cfg.INPUT.MAX_SIZE_TEST)
     baseline = rss_mb()
@@ -90,7 +103,7 @@ def run_worker(config: str, side: int, path: str, threads: int, seed: int) -> Di
 
     stats = measure_peak(predict)
     return {
-        "config": config, "side": side, "path": path, "threads": threads,
+        "config": config, "side": side, "path": path, "threads": threads, "worst_case": worst_case,
         "baseline_rss_mb": round(baseline, 1), "peak_rss_mb": round(stats["peak_rss_mb"], 1),
         "peak_over_baseline_mb": round(stats["peak_rss_mb"] - baseline, 1), "method": stats["method"],
         "min_size_test": cfg.INPUT.MIN_SIZE_TEST, "max_size_test": cfg.INPUT.MAX_SIZE_TEST,
@@ -122,10 +135,12 @@ def _rss_kb(pid: int) -> int:
     return 0
 
 
-def run_case(config: str, side: int, path: str, *, threads: int, seed: int, limit_gb: float, timeout: float) -> Dict:
+def run_case(config: str, side: int, path: str, *, threads: int, seed: int, limit_gb: float, timeout: float,
+             worst_case: bool = False) -> Dict:
     """One case in a fresh, RSS-guarded subprocess."""
     command = [sys.executable, "-m", "tools.benchmark.postprocess_memory", "--worker", "--config", config,
                "--sides", str(side), "--paths", path, "--threads", str(threads), "--seed", str(seed)]
+    command += ["--worst-case"] if worst_case else []
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]))
     start = time.perf_counter()
     proc = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -167,11 +182,14 @@ def main(argv=None):
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per case")
     parser.add_argument("--skip", nargs="*", default=[], metavar="PATH@SIDE",
                         help="cases not to run, e.g. old@8000 (reported as skipped)")
+    parser.add_argument("--worst-case", action="store_true",
+                        help="keep every query and DETECTIONS_PER_IMAGE instances (see above)")
     parser.add_argument("--out", help="write the results as JSON here")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        print(json.dumps(run_worker(args.config[0], args.sides[0], args.paths[0], args.threads, args.seed)))
+        print(json.dumps(run_worker(args.config[0], args.sides[0], args.paths[0], args.threads, args.seed,
+                                    args.worst_case)))
         return
     results = []
     for config in args.config:
@@ -181,7 +199,7 @@ def main(argv=None):
                     result = {"config": config, "side": side, "path": path, "outcome": "skipped (--skip)"}
                 else:
                     result = run_case(config, side, path, threads=args.threads, seed=args.seed,
-                                      limit_gb=args.limit_gb, timeout=args.timeout)
+                                      limit_gb=args.limit_gb, timeout=args.timeout, worst_case=args.worst_case)
                 results.append(result)
                 print(_line(result), flush=True)
                 if args.out:
