@@ -257,3 +257,12 @@ def test_config_defaults():
     cfg = build_cfg(get_config_file("shapes/mask2former_R18_panoptic.yaml"))
     assert cfg.MODEL.MASK_FORMER.TEST.POSTPROCESS_BAND_MB == 64.0
     assert cfg.MODEL.MASK_FORMER.TEST.COMPACT_OUTPUTS is False
+
+
+def test_compact_outputs_are_refused_for_evaluation():
+    from segmentation_core.config import build_cfg, get_config_file
+
+    cfg = build_cfg(get_config_file("shapes/mask2former_R18_panoptic.yaml"),
+                    ["MODEL.MASK_FORMER.TEST.COMPACT_OUTPUTS", "True"])
+    with pytest.raises(ValueError, match="evaluate with COMPACT_OUTPUTS False"):
+        MaskFormer.eval_tasks(cfg)

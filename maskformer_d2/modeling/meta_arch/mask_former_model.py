@@ -250,6 +250,12 @@ class MaskFormer(nn.Module):
     def eval_tasks(cfg) -> EvalTasks:
         """Which outputs the evaluators of ``cfg`` receive (``MODEL.MASK_FORMER.TEST.*_ON``)."""
         test = cfg.MODEL.MASK_FORMER.TEST
+        if test.COMPACT_OUTPUTS:
+            raise ValueError(
+                "MODEL.MASK_FORMER.TEST.COMPACT_OUTPUTS True gives sem_seg_labels and pred_masks_packed, which "
+                "detectron2's evaluators do not read; evaluate with COMPACT_OUTPUTS False (POSTPROCESS_BAND_MB "
+                "keeps the memory bounded for the dense outputs too)"
+            )
         return EvalTasks(semantic=test.SEMANTIC_ON, instance=test.INSTANCE_ON, panoptic=test.PANOPTIC_ON)
 
     @property
