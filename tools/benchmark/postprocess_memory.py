@@ -210,6 +210,7 @@ def _line(r: Dict) -> str:
     name = Path(r["config"]).stem
     if r["outcome"] != "ok":
         extra = f", max RSS seen {r['max_rss_seen_mb'] / 1024:.1f} GiB" if "max_rss_seen_mb" in r else ""
+        extra += f": {r['error'][-1][:160]}" if r.get("error") else ""
         return f"{name:40s} {r['side']:5d} {r['path']:8s} {r['outcome']}{extra} ({r.get('seconds', 0)} s)"
     return (f"{name:40s} {r['side']:5d} {r['path']:8s} peak over baseline {r['peak_over_baseline_mb'] / 1024:6.2f} GiB "
             f"(baseline {r['baseline_rss_mb'] / 1024:.2f} GiB, network input {r['network_input']}, {r['seconds']} s)")
