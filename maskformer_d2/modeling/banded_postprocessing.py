@@ -120,7 +120,8 @@ def _fma_f32(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         f = out[candidates]
         fd = f.double()
         up = s > fd
-        toward = torch.nextafter(f, torch.where(up, torch.full_like(f, float("inf")), torch.full_like(f, -float("inf"))))
+        infinity = torch.full_like(f, float("inf"))
+        toward = torch.nextafter(f, torch.where(up, infinity, -infinity))
         halfway = (fd + toward.double()) * 0.5 == s
         flip = halfway & (error != 0) & ((error > 0) == up)
         out[candidates] = torch.where(flip, toward, f)
@@ -173,7 +174,8 @@ class RowBandResizer:
         self.out_h, self.out_w = int(out_h), int(out_w)
         self.identity = tuple(source.shape[-2:]) == (self.out_h, self.out_w)
         if not self.identity:
-            self.index0, self.index1, self.weight0, self.weight1 = _linear_taps(source.shape[1], self.out_h, source.device)
+            taps = _linear_taps(source.shape[1], self.out_h, source.device)
+            self.index0, self.index1, self.weight0, self.weight1 = taps
 
     def band(self, start: int, stop: int) -> torch.Tensor:
         """(C, stop - start, out_w) float32."""
@@ -414,7 +416,7 @@ def postprocess_in_bands(
                 sem_seg[:, start:stop] = scores_band
             del scores_band
         if panoptic is not None and num_kept:
-            cur_masks = prob[kept_queries]
+            cur_masks = prob if num_kept == num_queries else prob[kept_queries]  # (kept_queries is sorted)
             ids = (cur_scores.view(-1, 1, 1) * cur_masks).argmax(0)
             foreground = cur_masks >= 0.5
             mask_area += torch.bincount(ids.flatten(), minlength=num_kept)
@@ -426,9 +428,10 @@ def postprocess_in_bands(
             mask_ids[start:stop] = ids
             del cur_masks, foreground, ids
         if instance is not None:
-            binary = logits[used_queries] > 0
+            all_used = used_queries.numel() == num_queries  # (used_queries is sorted)
+            binary = (logits if all_used else logits[used_queries]) > 0
             count += binary.flatten(1).sum(1)
-            prob_sum += (prob[used_queries] * binary).flatten(1).sum(1, dtype=torch.float64)
+            prob_sum += ((prob if all_used else prob[used_queries]) * binary).flatten(1).sum(1, dtype=torch.float64)
             if compact:
                 packed_masks[:, start:stop] = pack_mask_rows(binary[instance_query])
             else:

@@ -104,7 +104,8 @@ def test_single_row_bands_equal_whole_image():
     mask_cls, mask_logits = _query_outputs(seed=1, size=(40, 56))
     out_h, out_w = 67, 1031
     assert out_h * out_w >= MIN_BANDED_PIXELS
-    _assert_identical(_banded(mask_cls, mask_logits, out_h, out_w, 1), _whole_image(mask_cls, mask_logits, out_h, out_w))
+    ref = _whole_image(mask_cls, mask_logits, out_h, out_w)
+    _assert_identical(_banded(mask_cls, mask_logits, out_h, out_w, 1), ref)
 
 
 def test_maskformer_panoptic_rule_in_bands(synthetic):
@@ -186,7 +187,8 @@ def test_semantic_scores_resized_in_bands():
     ref = sem_seg_postprocess(scores, (70, 100), 700, 1000)
     got = resize_scores_in_bands(scores[:, :70, :100], 700, 1000, band_rows=33)
     assert torch.equal(got, ref)
-    assert torch.equal(resize_scores_in_bands(scores[:, :70, :100], 700, 1000, band_rows=33, compact=True), ref.argmax(0))
+    labels = resize_scores_in_bands(scores[:, :70, :100], 700, 1000, band_rows=33, compact=True)
+    assert torch.equal(labels, ref.argmax(0))
 
 
 def test_band_rows_for_budget():
@@ -266,3 +268,21 @@ def test_compact_outputs_are_refused_for_evaluation():
                     ["MODEL.MASK_FORMER.TEST.COMPACT_OUTPUTS", "True"])
     with pytest.raises(ValueError, match="evaluate with COMPACT_OUTPUTS False"):
         MaskFormer.eval_tasks(cfg)
+
+
+def test_every_query_kept_and_used():
+    """All queries pass the panoptic threshold and appear among the instances (no gathers)."""
+    mask_cls, mask_logits = _query_outputs(seed=8, size=(40, 56))
+    out_h, out_w = 300, 401
+    full = F.interpolate(mask_logits[None], size=(out_h, out_w), mode="bilinear", align_corners=False)[0]
+    panoptic = dict(PANOPTIC, object_mask_threshold=0.0)
+    topk = NUM_QUERIES * NUM_CLASSES
+    ref_pan = panoptic_inference(mask_cls, full, **panoptic)
+    ref_inst = instance_inference(mask_cls, full, test_topk_per_image=topk)
+    got = postprocess_in_bands(mask_cls, mask_logits, out_h, out_w, band_rows=37, panoptic=panoptic,
+                               instance=dict(test_topk_per_image=topk))
+    assert int(ref_inst.pred_classes.numel()) == topk
+    assert bool(F.softmax(mask_cls, dim=-1).argmax(-1).ne(NUM_CLASSES).all())  # every query kept
+    assert torch.equal(got["panoptic_seg"][0], ref_pan[0]) and got["panoptic_seg"][1] == ref_pan[1]
+    for field in ("pred_masks", "scores", "pred_classes"):
+        assert torch.equal(getattr(got["instances"], field), getattr(ref_inst, field)), field

@@ -34,7 +34,12 @@ from segmentation_core.engine.evaluators import EvalTasks
 
 from ..criterion import SetCriterion
 from ..matcher import HungarianMatcher
-from ..banded_postprocessing import band_rows_for_budget, canonical_sigmoid, postprocess_in_bands, resize_scores_in_bands
+from ..banded_postprocessing import (
+    band_rows_for_budget,
+    canonical_sigmoid,
+    postprocess_in_bands,
+    resize_scores_in_bands,
+)
 from ..postprocessing import instance_inference, panoptic_inference, sem_seg_postprocess, semantic_inference
 
 __all__ = ["MaskFormer", "build_criterion", "model_family"]
