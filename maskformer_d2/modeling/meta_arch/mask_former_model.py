@@ -32,14 +32,14 @@ from segmentation_core.acceleration import Acceleration
 from segmentation_core.checkpoint_policy import require_complete_weights, weights_strict_from_cfg
 from segmentation_core.engine.evaluators import EvalTasks
 
-from ..criterion import SetCriterion
-from ..matcher import HungarianMatcher
 from ..banded_postprocessing import (
     band_rows_for_budget,
     canonical_sigmoid,
     postprocess_in_bands,
     resize_scores_in_bands,
 )
+from ..criterion import SetCriterion
+from ..matcher import HungarianMatcher
 from ..postprocessing import instance_inference, panoptic_inference, sem_seg_postprocess, semantic_inference
 
 __all__ = ["MaskFormer", "build_criterion", "model_family"]
