@@ -9,6 +9,10 @@
   ``"pytorch"`` (the ``grid_sample`` reference formulation) or ``"pytorch_levelwise"``.
 * ``MODEL.MASK_FORMER.POINT_LOSS``: mask loss on sampled points, ``"sigmoid_ce"`` (default,
   Mask2Former) or ``"focal"``.
+* ``MODEL.MASK_FORMER.TEST.POSTPROCESS_BAND_MB`` (default 64): post-process the output in bands
+  of rows (``modeling/banded_postprocessing.py``, results identical); 0: the whole image at once.
+* ``MODEL.MASK_FORMER.TEST.COMPACT_OUTPUTS`` (default False): ``sem_seg_labels`` (H, W) instead
+  of ``sem_seg`` (K, H, W), instances with bit-packed ``pred_masks_packed``: huge images.
 
 Both functions only add keys that are missing, never overwrite a value, and can be called
 together, in any order, any number of times. The one key whose default differs between the two
@@ -80,6 +84,12 @@ def _add_common(cfg: CN) -> None:
     set_default(test, "OVERLAP_THRESHOLD", 0.0)
     set_default(test, "SEM_SEG_POSTPROCESSING_BEFORE_INFERENCE", False)
     set_default(test, "SEMANTIC_INFERENCE_METHOD", "probabilistic")  # MaskFormer key, kept for its YAMLs
+    # ours: post-process in bands of output rows of at most this many MiB of (queries, rows,
+    # width) float32 (identical results, bounded memory); 0 = the whole image at once
+    set_default(test, "POSTPROCESS_BAND_MB", 64.0)
+    # ours: sem_seg_labels (H, W) and bit-packed instance masks instead of (K, H, W) scores and
+    # float masks, for huge images (needs POSTPROCESS_BAND_MB > 0)
+    set_default(test, "COMPACT_OUTPUTS", False)
     # Backbones such as ResNet report size_divisibility 0; this overrides it.
     set_default(mf, "SIZE_DIVISIBILITY", 32)
     # point-sampled mask loss (Mask2Former)

@@ -5,12 +5,18 @@ Single-image functions; ``mask_cls`` is (Q, K+1) class logits (last = no object)
 The results equal the official MaskFormer / Mask2Former ``*_inference`` methods; the loops
 over queries of the official panoptic code are replaced by per-query counts computed at once
 (one host transfer), which gives identical segments.
+
+``sigmoid`` is ``canonical_sigmoid`` (each element by the vectorized path, so an element's value
+does not depend on its position or the thread count) and instance mask scores sum exactly: the
+results equal ``banded_postprocessing.postprocess_in_bands`` bit for bit, whatever its band size.
 """
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from detectron2.structures import Boxes, Instances
+
+from .banded_postprocessing import _segments_from_counts, binary_mask_scores, canonical_sigmoid, topk_query_classes
 
 __all__ = ["sem_seg_postprocess", "semantic_inference", "panoptic_inference", "instance_inference"]
 
@@ -37,10 +43,10 @@ def semantic_inference(mask_cls: torch.Tensor, mask_pred: torch.Tensor,
                        mask_prob: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Per-class scores (K, H, W) = sum over queries of p(class) * sigmoid(mask).
 
-    ``mask_prob``: ``mask_pred.sigmoid()`` when the caller already has it (it is the largest
+    ``mask_prob``: ``canonical_sigmoid(mask_pred)`` when the caller already has it (it is the largest
     tensor of the post-processing: computing it once serves all three tasks)."""
     probs = F.softmax(mask_cls, dim=-1)[..., :-1]
-    return torch.einsum("qc,qhw->chw", probs, mask_pred.sigmoid() if mask_prob is None else mask_prob)
+    return torch.einsum("qc,qhw->chw", probs, canonical_sigmoid(mask_pred) if mask_prob is None else mask_prob)
 
 
 def panoptic_inference(
@@ -64,7 +70,7 @@ def panoptic_inference(
     Args:
         require_mask_prob: Mask2Former rule (True): a segment's pixels must also have
             ``sigmoid(mask) >= 0.5`` and be non-empty. MaskFormer rule (False): argmax only.
-        mask_prob: ``mask_pred.sigmoid()`` if already computed.
+        mask_prob: ``canonical_sigmoid(mask_pred)`` if already computed.
 
     Returns:
         ``panoptic_seg`` int32 (H, W), 0 = void, and ``segments_info``: list of
@@ -76,7 +82,7 @@ def panoptic_inference(
     scores, labels = F.softmax(mask_cls, dim=-1).max(-1)
     keep = labels.ne(num_classes) & (scores > object_mask_threshold)
     cur_scores, cur_classes = scores[keep], labels[keep]
-    cur_masks = (mask_pred.sigmoid() if mask_prob is None else mask_prob)[keep]
+    cur_masks = (canonical_sigmoid(mask_pred) if mask_prob is None else mask_prob)[keep]
     h, w = mask_pred.shape[-2:]
     num_kept = cur_masks.shape[0]
     if num_kept == 0:
@@ -94,27 +100,7 @@ def panoptic_inference(
     stats = torch.stack([mask_area, original_area, segment_area, cur_classes]).cpu().tolist()
     query_scores = cur_scores.cpu().tolist()
 
-    thing_ids = set(int(i) for i in thing_ids)
-    segment_of_query = [0] * num_kept
-    segments_info = []
-    stuff_segment = {}
-    for k, (area, original, seg_area, pred_class) in enumerate(zip(*stats)):
-        if not (area > 0 and original > 0 and seg_area > 0):
-            continue
-        if area / original < overlap_threshold:
-            continue
-        isthing = pred_class in thing_ids
-        if not isthing and pred_class in stuff_segment:
-            segment_of_query[k] = stuff_segment[pred_class]
-            merged = segments_info[stuff_segment[pred_class] - 1]
-            merged["score"] = max(merged["score"], float(query_scores[k]))
-            continue
-        segment_id = len(segments_info) + 1
-        if not isthing:
-            stuff_segment[pred_class] = segment_id
-        segment_of_query[k] = segment_id
-        segments_info.append({"id": segment_id, "isthing": bool(isthing), "category_id": int(pred_class),
-                              "score": float(query_scores[k])})
+    segment_of_query, segments_info = _segments_from_counts(stats, query_scores, thing_ids, overlap_threshold)
 
     lookup = torch.tensor(segment_of_query, dtype=torch.int32, device=mask_pred.device)
     panoptic_seg = lookup[mask_ids]
@@ -136,38 +122,26 @@ def instance_inference(
     The flattened (Q * K) class probabilities give the ``test_topk_per_image`` best pairs
     (``topk(sorted=False)``, the official call, so the order is the torch build's); each
     instance takes its query's binary mask ``mask_pred > 0`` and scores
-    ``p(class) * mean sigmoid(mask) inside the binary mask``. ``thing_ids`` (given when
-    panoptic inference is on) keeps only thing classes. Boxes are zeros, as officially.
-    ``mask_prob``: ``mask_pred.sigmoid()`` if already computed.
+    ``p(class) * mean sigmoid(mask) inside the binary mask`` (the sum exact, the mean
+    float32). ``thing_ids`` (given when panoptic inference is on) keeps only thing classes.
+    Boxes are zeros, as officially. ``mask_prob``: ``canonical_sigmoid(mask_pred)`` if
+    already computed.
 
     Returns:
         ``Instances`` of size (H, W) with ``pred_masks`` float (N, H, W) in {0, 1},
         ``pred_boxes`` zeros, ``scores`` (N,), ``pred_classes`` int64 (N,).
     """
-    num_queries, num_classes = mask_cls.shape[0], mask_cls.shape[-1] - 1
-    if test_topk_per_image > num_queries * num_classes:
-        raise ValueError(
-            f"TEST.DETECTIONS_PER_IMAGE={test_topk_per_image} exceeds num_queries * num_classes = "
-            f"{num_queries * num_classes}; lower TEST.DETECTIONS_PER_IMAGE"
-        )
-    scores = F.softmax(mask_cls, dim=-1)[:, :-1]
-    scores_per_image, topk_indices = scores.flatten(0, 1).topk(test_topk_per_image, sorted=False)
-    labels_per_image = topk_indices % num_classes
-    query_indices = topk_indices // num_classes
-    if thing_ids is not None:
-        things = torch.as_tensor(sorted(int(i) for i in thing_ids), dtype=labels_per_image.dtype)
-        keep = torch.isin(labels_per_image, things.to(labels_per_image.device))
-        scores_per_image, labels_per_image, query_indices = (
-            scores_per_image[keep],
-            labels_per_image[keep],
-            query_indices[keep],
-        )
+    scores_per_image, labels_per_image, query_indices = topk_query_classes(mask_cls, test_topk_per_image, thing_ids)
 
-    # Per-query quantities first: a query can appear once per class among the top-k.
-    binary = (mask_pred > 0).float()
-    flat = binary.flatten(1)
-    prob = mask_pred.sigmoid() if mask_prob is None else mask_prob
-    mask_scores = (prob.flatten(1) * flat).sum(1) / (flat.sum(1) + 1e-6)
+    # Per-query quantities first: a query can appear once per class among the top-k. The sum of
+    # probabilities inside a binary mask is exact in float64 (they are multiples of 2^-24 there),
+    # so it does not depend on summation order (the same in bands of rows).
+    positive = mask_pred > 0
+    binary = positive.float()
+    prob = canonical_sigmoid(mask_pred) if mask_prob is None else mask_prob
+    count = positive.flatten(1).sum(1)
+    prob_sum = (prob * positive).flatten(1).sum(1, dtype=torch.float64)
+    mask_scores = binary_mask_scores(prob_sum, count)
 
     result = Instances(tuple(mask_pred.shape[-2:]))
     result.pred_masks = binary[query_indices]

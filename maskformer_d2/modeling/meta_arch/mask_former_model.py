@@ -33,6 +33,12 @@ from segmentation_core.checkpoint_policy import require_complete_weights, weight
 from segmentation_core.engine.evaluators import EvalTasks
 from segmentation_core.precision import InferencePrecision
 
+from ..banded_postprocessing import (
+    band_rows_for_budget,
+    canonical_sigmoid,
+    postprocess_in_bands,
+    resize_scores_in_bands,
+)
 from ..criterion import SetCriterion
 from ..matcher import HungarianMatcher
 from ..postprocessing import instance_inference, panoptic_inference, sem_seg_postprocess, semantic_inference
@@ -132,6 +138,14 @@ class MaskFormer(nn.Module):
             backbone), applied last; the state dict is unchanged.
         inference_precision: the dtype of the network in eval mode (``MODEL.INFERENCE_DTYPE``;
             default float32); post-processing is float32 either way.
+        postprocess_band_mb: post-process the output in bands of rows such that one band of
+            (max(Q, K), rows, W) float32 takes at most this many MiB
+            (``banded_postprocessing``; identical results); 0: the whole image at once (the
+            (Q, H, W) masks at the output resolution, memory grows with the output size).
+        compact_outputs: for huge images: ``sem_seg_labels`` int64 (H, W) instead of the
+            (K, H, W) ``sem_seg`` scores and instances with bit-packed ``pred_masks_packed``
+            uint8 (N, H, ceil(W / 8)) instead of float ``pred_masks`` (same masks, 1/32 of the
+            memory); needs ``postprocess_band_mb`` > 0.
     """
 
     @configurable
@@ -157,6 +171,8 @@ class MaskFormer(nn.Module):
         acceleration: Optional[Acceleration] = None,
         weights_strict: bool = True,
         inference_precision: Optional[InferencePrecision] = None,
+        postprocess_band_mb: float = 64.0,
+        compact_outputs: bool = False,
     ):
         super().__init__()
         self.backbone = backbone
@@ -183,6 +199,28 @@ class MaskFormer(nn.Module):
             )
         if (panoptic_on or instance_on) and not sem_seg_postprocess_before_inference:
             raise ValueError("panoptic/instance inference needs sem_seg_postprocess_before_inference=True")
+        if postprocess_band_mb < 0:
+            raise ValueError(
+                f"MODEL.MASK_FORMER.TEST.POSTPROCESS_BAND_MB must be >= 0 (0: whole image); got {postprocess_band_mb}"
+            )
+        if compact_outputs and postprocess_band_mb == 0:
+            raise ValueError(
+                "MODEL.MASK_FORMER.TEST.COMPACT_OUTPUTS needs banded post-processing: set "
+                "MODEL.MASK_FORMER.TEST.POSTPROCESS_BAND_MB > 0"
+            )
+        self.postprocess_band_mb = float(postprocess_band_mb)
+        self.compact_outputs = compact_outputs
+        if postprocess_band_mb > 0:
+            logger.info(
+                "MaskFormer inference: post-processing in row bands of at most %g MiB of (queries, rows, width) "
+                "float32 (MODEL.MASK_FORMER.TEST.POSTPROCESS_BAND_MB)%s",
+                postprocess_band_mb,
+                "; compact outputs: sem_seg_labels and pred_masks_packed (MODEL.MASK_FORMER.TEST.COMPACT_OUTPUTS)"
+                if compact_outputs else "",
+            )
+        else:
+            logger.info("MaskFormer inference: post-processing the whole image at once "
+                        "(MODEL.MASK_FORMER.TEST.POSTPROCESS_BAND_MB 0)")
         require_complete_weights(self, strict=weights_strict)
         if acceleration is not None:
             acceleration.apply(self, image_encoder="backbone")
@@ -215,12 +253,20 @@ class MaskFormer(nn.Module):
             "acceleration": Acceleration.from_config(cfg),
             "weights_strict": weights_strict_from_cfg(cfg),
             "inference_precision": InferencePrecision.from_config(cfg),
+            "postprocess_band_mb": test.POSTPROCESS_BAND_MB,
+            "compact_outputs": test.COMPACT_OUTPUTS,
         }
 
     @staticmethod
     def eval_tasks(cfg) -> EvalTasks:
         """Which outputs the evaluators of ``cfg`` receive (``MODEL.MASK_FORMER.TEST.*_ON``)."""
         test = cfg.MODEL.MASK_FORMER.TEST
+        if test.COMPACT_OUTPUTS:
+            raise ValueError(
+                "MODEL.MASK_FORMER.TEST.COMPACT_OUTPUTS True gives sem_seg_labels and pred_masks_packed, which "
+                "detectron2's evaluators do not read; evaluate with COMPACT_OUTPUTS False (POSTPROCESS_BAND_MB "
+                "keeps the memory bounded for the dense outputs too)"
+            )
         return EvalTasks(semantic=test.SEMANTIC_ON, instance=test.INSTANCE_ON, panoptic=test.PANOPTIC_ON)
 
     @property
@@ -304,12 +350,15 @@ class MaskFormer(nn.Module):
         ):
             height = inputs.get("height", image_size[0])
             width = inputs.get("width", image_size[1])
+            if self.postprocess_band_mb > 0:
+                results.append(self._inference_in_bands(mask_cls, mask_pred, image_size, height, width, thing_ids))
+                continue
             result = {}
             if self.sem_seg_postprocess_before_inference:
                 mask_pred = sem_seg_postprocess(mask_pred, image_size, height, width)
                 mask_cls = mask_cls.to(mask_pred)
             # The (Q, H, W) probabilities are shared by the enabled tasks (computed once).
-            mask_prob = mask_pred.sigmoid() if self.sem_seg_postprocess_before_inference else None
+            mask_prob = canonical_sigmoid(mask_pred) if self.sem_seg_postprocess_before_inference else None
             if self.semantic_on:
                 sem_seg = semantic_inference(mask_cls, mask_pred, mask_prob)
                 if not self.sem_seg_postprocess_before_inference:
@@ -332,3 +381,34 @@ class MaskFormer(nn.Module):
                 )
             results.append(result)
         return results
+
+    def _inference_in_bands(self, mask_cls, mask_pred, image_size, height: int, width: int, thing_ids) -> Dict:
+        """One image's results from its padded-size (Q, Hp, Wp) mask logits, the output resized
+        band by band (``postprocess_in_bands``): the same results as the whole-image path."""
+        cropped = mask_pred[:, : image_size[0], : image_size[1]]
+        if not self.sem_seg_postprocess_before_inference:
+            # semantic only: scores at the padded size, then resized (as sem_seg_postprocess does)
+            scores = semantic_inference(mask_cls, mask_pred)[:, : image_size[0], : image_size[1]]
+            rows = band_rows_for_budget(self.postprocess_band_mb * 2**20, scores.shape[0], width)
+            sem_seg = resize_scores_in_bands(scores, height, width, band_rows=rows, compact=self.compact_outputs)
+            return {"sem_seg_labels" if self.compact_outputs else "sem_seg": sem_seg}
+        num_classes = mask_cls.shape[-1] - 1
+        rows = band_rows_for_budget(self.postprocess_band_mb * 2**20, max(mask_pred.shape[0], num_classes), width)
+        logger.debug("MaskFormer inference: %dx%d output in bands of %d rows", height, width, rows)
+        return postprocess_in_bands(
+            mask_cls,
+            cropped,
+            height,
+            width,
+            band_rows=rows,
+            semantic=self.semantic_on,
+            panoptic=dict(
+                object_mask_threshold=self.object_mask_threshold,
+                overlap_threshold=self.overlap_threshold,
+                thing_ids=thing_ids,
+                require_mask_prob=self.panoptic_requires_mask_prob,
+            ) if self.panoptic_on else None,
+            instance=dict(test_topk_per_image=self.test_topk_per_image, thing_ids=thing_ids)
+            if self.instance_on else None,
+            compact=self.compact_outputs,
+        )
