@@ -10,14 +10,12 @@ areas, instance mask sums) is accumulated over the bands. Peak memory is the out
 
 The results are bit-for-bit those of the whole-image functions:
 
-* ``RowBandResizer.band(a, b)`` equals ``F.interpolate(x[None], (H, W), mode="bilinear",
-  align_corners=False)[0, :, a:b]``: the kernel first resizes the width of each source row, then
-  mixes two rows per output row as ``fma(row0, w0, row1 * w1)`` with source positions
-  ``fma(scale, i + 0.5, -0.5)``. The width step is done by the kernel itself (on the source rows
-  the band needs), the row step is reproduced in float64 with an exact fused multiply-add. That
-  the kernel of this device computes exactly this is checked once per device and dtype
-  (``check_band_resize_is_exact``): a kernel that does not is an error naming the switch, never a
-  silently different result.
+* The final bilinear resize (``align_corners=False``) is :func:`bilinear_resize`, here and in the
+  whole-image path (``sem_seg_postprocess``): separable, each output value ``x0 * w0 + x1 * w1``
+  computed by separate float32 multiplies and one add, each correctly rounded, so an element's
+  value does not depend on the band, its position or the thread count. (ATen's CPU kernel does
+  not qualify: its vectorized body contracts to fused multiply-adds and its result changes with
+  the number of threads, by up to an ulp; ours is within an ulp or two of it.)
 * ``canonical_sigmoid``: CPU ``sigmoid`` evaluates most elements with a vectorized ``exp`` and the
   last few of each thread's share with the scalar one, which may differ by one ulp, so the result
   of an element depended on where it sat in the tensor. Padding every call so that each thread's
@@ -29,9 +27,8 @@ The results are bit-for-bit those of the whole-image functions:
 * Instance scores: the sum of ``sigmoid`` over a binary mask is exact in float64 (probabilities
   above 0.5 are multiples of 2^-24), so it does not depend on the band split.
 """
-import functools
 import logging
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -41,12 +38,11 @@ from detectron2.structures import Boxes, Instances
 __all__ = [
     "canonical_sigmoid",
     "RowBandResizer",
-    "check_band_resize_is_exact",
+    "bilinear_resize",
     "band_rows_for_budget",
     "postprocess_in_bands",
     "resize_scores_in_bands",
     "unpack_instance_masks",
-    "BandResizeNotExactError",
 ]
 
 logger = logging.getLogger(__name__)
@@ -55,13 +51,8 @@ logger = logging.getLogger(__name__)
 # floats), rounded up; and the grain below which ATen does not split an elementwise op.
 _VECTOR_BLOCK = 64
 _ATEN_GRAIN_SIZE = 32768
-# Smaller outputs are never split into bands: the CPU kernel mixes rows differently for output
-# planes below 4096 pixels (measured), and one band of such an output is small anyway.
+# Smaller outputs are never split into bands: one band of such an output is small anyway.
 MIN_BANDED_PIXELS = 65536
-
-
-class BandResizeNotExactError(RuntimeError):
-    """The interpolation kernel of this device cannot be reproduced band by band."""
 
 
 def canonical_sigmoid(x: torch.Tensor) -> torch.Tensor:
@@ -96,55 +87,11 @@ def canonical_sigmoid(x: torch.Tensor) -> torch.Tensor:
     return out.view(x.shape)
 
 
-def _fma_f32(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-    """float32 ``a * b + c`` rounded once (a fused multiply-add), for float32 tensors.
-
-    ``a * b`` is exact in float64 and ``+ c`` rounds to 53 bits; rounding that to 24 bits gives
-    the correctly rounded result except when the float64 sum lies exactly halfway between two
-    float32 values, where the sign of the float64 rounding error (TwoSum) decides."""
-    a, b, c = torch.broadcast_tensors(a, b, c)
-    total = a.double()
-    total.mul_(b.double())
-    total.add_(c.double())
-    out = total.float()
-    # halfway between two normal float32: the 29 low mantissa bits are 1000...0; tiny values
-    # (float32 subnormals) are checked in general
-    candidates = (total.view(torch.int64) & 0x1FFFFFFF) == 0x10000000
-    candidates |= out.abs() < 2.0**-125
-    if bool(candidates.any()):
-        product = a[candidates].double() * b[candidates].double()
-        addend = c[candidates].double()
-        s = total[candidates]
-        bb = s - product
-        error = (product - (s - bb)) + (addend - bb)  # exact: product + addend = s + error
-        f = out[candidates]
-        fd = f.double()
-        up = s > fd
-        infinity = torch.full_like(f, float("inf"))
-        toward = torch.nextafter(f, torch.where(up, infinity, -infinity))
-        halfway = (fd + toward.double()) * 0.5 == s
-        flip = halfway & (error != 0) & ((error > 0) == up)
-        out[candidates] = torch.where(flip, toward, f)
-    return out
-
-
-def _fma_addcmul(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-    """``torch.addcmul(c, a, b)``: a fused multiply-add where ATen's CPU kernels were compiled
-    with FMA contraction (as the interpolation kernel), else two roundings; used only where
-    ``check_band_resize_is_exact`` found it reproduces the kernel. 20x faster than ``_fma_f32``."""
-    return torch.addcmul(c, a, b)
-
-
-# How the row step of a band is computed, fastest first; the first one that reproduces the
-# device's kernel on the probe sizes is used.
-_ROW_MIXERS = {"addcmul": _fma_addcmul, "exact_fma": _fma_f32}
-
-
 def _linear_taps(in_size: int, out_size: int, device) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Source rows and weights of bilinear resizing ``in_size -> out_size``, align_corners=False.
+    """Source indices and weights of bilinear resizing ``in_size -> out_size``, align_corners=False.
 
-    Returns (index0, index1, weight0, weight1), each (out_size,); float32 weights computed as
-    the CPU kernel does: position ``fma(in/out, i + 0.5, -0.5)`` clamped at 0."""
+    Returns (index0, index1, weight0, weight1), each (out_size,); position ``(i + 0.5) * in / out
+    - 0.5`` clamped at 0, as ATen computes it."""
     scale = torch.tensor(in_size, dtype=torch.float32) / torch.tensor(out_size, dtype=torch.float32)
     centers = torch.arange(out_size, dtype=torch.float32) + 0.5
     position = (centers.double() * scale.double() - 0.5).float().clamp(min=0)
@@ -155,79 +102,52 @@ def _linear_taps(in_size: int, out_size: int, device) -> Tuple[torch.Tensor, tor
     return tuple(t.to(device) for t in (index0, index1, weight0, weight1))
 
 
+def _mix(x0: torch.Tensor, weight0: torch.Tensor, x1: torch.Tensor, weight1: torch.Tensor) -> torch.Tensor:
+    # two multiplies, then one add: three correctly rounded IEEE operations, never contracted to a
+    # fused multiply-add, so the value of an element is the same in any tensor and on any thread
+    return torch.mul(x0, weight0).add_(torch.mul(x1, weight1))
+
+
 class RowBandResizer:
-    """Rows ``[start, stop)`` of ``F.interpolate(source[None], (out_h, out_w), mode="bilinear",
-    align_corners=False)[0]``, bit for bit, computing only those rows.
+    """Rows ``[start, stop)`` of the bilinear resize (``align_corners=False``) of a (C, h, w)
+    source to (out_h, out_w), computing only those rows; any band split gives the same values as
+    the whole image (:func:`bilinear_resize`).
 
     Args:
-        source: (C, h, w) float32.
+        source: (C, h, w) float.
         out_h, out_w: the full output size.
     """
 
-    def __init__(self, source: torch.Tensor, out_h: int, out_w: int, row_mixer: str = "exact_fma"):
-        if row_mixer not in _ROW_MIXERS:
-            raise ValueError(f"row_mixer must be one of {sorted(_ROW_MIXERS)}; got {row_mixer!r}")
-        self.mix = _ROW_MIXERS[row_mixer]
+    def __init__(self, source: torch.Tensor, out_h: int, out_w: int):
         if source.dim() != 3:
             raise ValueError(f"RowBandResizer needs a (C, h, w) source; got shape {tuple(source.shape)}")
         self.source = source
         self.out_h, self.out_w = int(out_h), int(out_w)
         self.identity = tuple(source.shape[-2:]) == (self.out_h, self.out_w)
         if not self.identity:
-            taps = _linear_taps(source.shape[1], self.out_h, source.device)
-            self.index0, self.index1, self.weight0, self.weight1 = taps
+            self.rows = _linear_taps(source.shape[1], self.out_h, source.device)
+            index0, index1, weight0, weight1 = _linear_taps(source.shape[2], self.out_w, source.device)
+            self.columns = (index0, index1, weight0.to(source.dtype), weight1.to(source.dtype))
 
     def band(self, start: int, stop: int) -> torch.Tensor:
-        """(C, stop - start, out_w) float32."""
+        """(C, stop - start, out_w)."""
         if self.identity:
             return self.source[:, start:stop]
-        index0, index1 = self.index0[start:stop], self.index1[start:stop]
+        index0, index1, weight0, weight1 = (t[start:stop] for t in self.rows)
         first, last = int(index0[0]), int(index1[-1])
-        rows = self.source[:, first:last + 1].contiguous()
-        # width step by the kernel itself (the height is unchanged: an exact copy of each row)
-        widened = F.interpolate(rows[None], size=(rows.shape[1], self.out_w), mode="bilinear", align_corners=False)[0]
-        weight0 = self.weight0[start:stop].view(1, -1, 1)
-        weight1 = self.weight1[start:stop].view(1, -1, 1)
-        return self.mix(widened[:, index0 - first], weight0, widened[:, index1 - first] * weight1)
+        rows = self.source[:, first:last + 1]
+        column0, column1, column_weight0, column_weight1 = self.columns
+        # width first, on the source rows this band needs
+        widened = _mix(rows[:, :, column0], column_weight0, rows[:, :, column1], column_weight1)
+        weight0 = weight0.to(rows.dtype).view(1, -1, 1)
+        weight1 = weight1.to(rows.dtype).view(1, -1, 1)
+        return _mix(widened[:, index0 - first], weight0, widened[:, index1 - first], weight1)
 
 
-def _reproduces_kernel(device_type: str, dtype: torch.dtype, row_mixer: str) -> bool:
-    generator = torch.Generator().manual_seed(0)
-    for h, w, out_h, out_w in [(40, 30, 333, 512), (200, 150, 257, 300), (13, 17, 300, 301), (9, 300, 257, 256)]:
-        source = (torch.randn(3, h, w, generator=generator) * 8).to(device=device_type, dtype=dtype)
-        full = F.interpolate(source[None], size=(out_h, out_w), mode="bilinear", align_corners=False)[0]
-        resizer = RowBandResizer(source, out_h, out_w, row_mixer)
-        for rows in (1, 3, 16):
-            for start in range(0, out_h, rows):
-                stop = min(out_h, start + rows)
-                if not torch.equal(resizer.band(start, stop), full[:, start:stop]):
-                    return False
-    return True
-
-
-@functools.lru_cache(maxsize=None)
-def _row_mixer_for(device_type: str, dtype: torch.dtype) -> Optional[str]:
-    for name in _ROW_MIXERS:
-        if _reproduces_kernel(device_type, dtype, name):
-            logger.info("banded post-processing on %s/%s: row step by %s (reproduces F.interpolate bit for bit)",
-                        device_type, dtype, name)
-            return name
-    return None
-
-
-def check_band_resize_is_exact(device: torch.device, dtype: torch.dtype) -> str:
-    """The ``RowBandResizer`` row mixer that reproduces this device's bilinear kernel bit for
-    bit (checked once per device type and dtype, on small tensors); ``BandResizeNotExactError``
-    when none does."""
-    device = torch.device(device)
-    name = _row_mixer_for(device.type, dtype) if dtype == torch.float32 else None
-    if name is None:
-        raise BandResizeNotExactError(
-            f"banded post-processing cannot reproduce F.interpolate bit for bit on {device.type} with {dtype}: "
-            "set MODEL.MASK_FORMER.TEST.POSTPROCESS_BAND_MB 0 to post-process the whole image at once "
-            "(memory grows with the output size)"
-        )
-    return name
+def bilinear_resize(source: torch.Tensor, out_h: int, out_w: int) -> torch.Tensor:
+    """(C, h, w) -> (C, out_h, out_w), bilinear, ``align_corners=False``; the values of every band
+    of :class:`RowBandResizer` (``F.interpolate``'s up to an ulp or two)."""
+    return RowBandResizer(source, out_h, out_w).band(0, int(out_h))
 
 
 def band_rows_for_budget(budget_bytes: float, channels: int, width: int) -> int:
@@ -360,8 +280,7 @@ def postprocess_in_bands(
     height, width = int(out_height), int(out_width)
     if height * width < MIN_BANDED_PIXELS:
         band_rows = 0
-    row_mixer = check_band_resize_is_exact(device, mask_logits.dtype) if 0 < band_rows < height else "exact_fma"
-    resizer = RowBandResizer(mask_logits, height, width, row_mixer)
+    resizer = RowBandResizer(mask_logits, height, width)
     mask_cls = mask_cls.to(mask_logits)
     result = {}
 
@@ -402,11 +321,7 @@ def postprocess_in_bands(
             pred_masks = torch.empty((query_indices.numel(), height, width), dtype=mask_logits.dtype, device=device)
 
     for start, stop in _bands(height, width, band_rows):
-        if band_rows <= 0 or stop - start == height:
-            logits = F.interpolate(mask_logits[None], size=(height, width), mode="bilinear", align_corners=False)[0] \
-                if not resizer.identity else mask_logits
-        else:
-            logits = resizer.band(start, stop)
+        logits = resizer.band(start, stop)
         prob = canonical_sigmoid(logits)
         if semantic:
             scores_band = torch.einsum("qc,qhw->chw", class_probs, prob)
@@ -482,18 +397,13 @@ def resize_scores_in_bands(scores: torch.Tensor, out_height: int, out_width: int
     height, width = int(out_height), int(out_width)
     if height * width < MIN_BANDED_PIXELS:
         band_rows = 0
-    row_mixer = check_band_resize_is_exact(scores.device, scores.dtype) if 0 < band_rows < height else "exact_fma"
-    resizer = RowBandResizer(scores, height, width, row_mixer)
+    resizer = RowBandResizer(scores, height, width)
     if compact:
         out = torch.empty((height, width), dtype=torch.int64, device=scores.device)
     else:
         out = torch.empty((scores.shape[0], height, width), dtype=scores.dtype, device=scores.device)
     for start, stop in _bands(height, width, band_rows):
-        if band_rows <= 0 or stop - start == height:
-            band = scores if resizer.identity else F.interpolate(
-                scores[None], size=(height, width), mode="bilinear", align_corners=False)[0]
-        else:
-            band = resizer.band(start, stop)
+        band = resizer.band(start, stop)
         if compact:
             out[start:stop] = band.argmax(0)
         else:

@@ -16,7 +16,9 @@ import torch
 import torch.nn.functional as F
 from detectron2.structures import Boxes, Instances
 
-from .banded_postprocessing import _segments_from_counts, binary_mask_scores, canonical_sigmoid, topk_query_classes
+from .banded_postprocessing import (
+    _segments_from_counts, bilinear_resize, binary_mask_scores, canonical_sigmoid, topk_query_classes,
+)
 
 __all__ = ["sem_seg_postprocess", "semantic_inference", "panoptic_inference", "instance_inference"]
 
@@ -30,13 +32,14 @@ def sem_seg_postprocess(result: torch.Tensor, img_size: Sequence[int], output_he
         output_height, output_width: size of the original image (``height``/``width`` inputs).
 
     Returns:
-        (C, output_height, output_width), bilinear, ``align_corners=False`` (as detectron2's).
+        (C, output_height, output_width), bilinear, ``align_corners=False`` (as detectron2's),
+        by ``bilinear_resize``: the values post-processing in bands gives, on any thread count.
     """
     result = result[:, : img_size[0], : img_size[1]]
     if tuple(result.shape[-2:]) == (output_height, output_width):
         # bilinear resizing to the same size is the identity: skip a full-resolution copy
         return result
-    return F.interpolate(result[None], size=(output_height, output_width), mode="bilinear", align_corners=False)[0]
+    return bilinear_resize(result, output_height, output_width)
 
 
 def semantic_inference(mask_cls: torch.Tensor, mask_pred: torch.Tensor,
