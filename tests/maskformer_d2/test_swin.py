@@ -117,3 +117,43 @@ def test_window_gather_index_equals_pad_roll_partition(h, w, ws, shift):
     assert torch.equal(windows, expected)
     assert torch.equal(windows.index_select(1, from_windows), tokens)
     assert sorted(from_windows.tolist()) == sorted(set(from_windows.tolist()))  # a permutation
+
+
+def test_attention_bias_cache_follows_the_weights():
+    """Without autograd the relative-position bias (+ shift mask) is cached; an optimizer-style
+    in-place update, load_state_dict and training with autograd must not see a stale bias."""
+    torch.manual_seed(0)
+    ws, heads, dim = 3, 2, 8
+    attn = WindowAttention(dim, ws, heads).eval()
+    mask = shifted_window_mask(6, 6, ws, 1, "cpu")
+    x = torch.randn(mask.shape[0], ws * ws, dim)
+
+    def fresh():  # the same module's output with the cache emptied
+        attn._bias_cache = None
+        return attn(x, mask, mask_key=(6, 6))
+
+    with torch.no_grad():
+        first = attn(x, mask, mask_key=(6, 6))
+        bias = attn.attention_bias(mask, (6, 6), x.dtype)
+        assert attn.attention_bias(mask, (6, 6), x.dtype) is bias  # cached
+        assert attn.attention_bias(None, None, x.dtype).shape == (1, heads, ws * ws, ws * ws)  # other key
+        torch.testing.assert_close(first, fresh(), rtol=0, atol=0)
+
+        attn.relative_position_bias_table.add_(1.0 + torch.randn_like(attn.relative_position_bias_table))
+        stepped = attn(x, mask, mask_key=(6, 6))
+        assert not torch.equal(stepped, first)
+        torch.testing.assert_close(stepped, fresh(), rtol=0, atol=0)
+
+    state = {k: v.clone() for k, v in attn.state_dict().items()}
+    state["relative_position_bias_table"].normal_(std=2.0)
+    attn.load_state_dict(state, strict=True)
+    with torch.inference_mode():
+        loaded = attn(x, mask, mask_key=(6, 6))
+        assert not torch.equal(loaded, stepped)
+        torch.testing.assert_close(loaded, fresh(), rtol=0, atol=0)
+
+    # training resumes: the bias is rebuilt in the graph, so the table gets a gradient
+    attn.train()
+    attn(x, mask, mask_key=(6, 6)).sum().backward()
+    grad = attn.relative_position_bias_table.grad
+    assert grad is not None and grad.abs().sum() > 0
