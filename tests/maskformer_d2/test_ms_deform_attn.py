@@ -164,3 +164,32 @@ def test_bad_shapes_give_clear_errors():
         attn(src, torch.rand(1, 18, 2, 3), src, SHAPES)
     with pytest.raises(ValueError, match="input_flatten"):
         attn(src, torch.rand(1, 18, 2, 2), src, [(3, 4), (1, 1)])
+
+
+def test_encoder_layer_inplace_relu_keeps_gradients():
+    """The encoder layer applies its FFN ReLU in place; forward and every gradient equal the
+    out-of-place formulation."""
+    import torch.nn.functional as F
+
+    from maskformer_d2.modeling.pixel_decoder.msdeformattn import MSDeformAttnTransformerEncoderLayer
+
+    torch.manual_seed(0)
+    layer = MSDeformAttnTransformerEncoderLayer(d_model=16, d_ffn=32, dropout=0.0, n_levels=2,
+                                                n_heads=2, n_points=2)
+    shapes = [(4, 4), (2, 2)]
+    src = torch.randn(2, 20, 16, requires_grad=True)
+    pos = torch.randn(2, 20, 16)
+    ref_points = torch.rand(2, 20, 2, 2)
+
+    def reference(src):  # the layer's forward with an out-of-place ReLU
+        attn = layer.self_attn(src + pos, ref_points, src, shapes, None, None)
+        x = layer.norm1(src + attn)
+        return layer.norm2(x + layer.linear2(F.relu(layer.linear1(x))))
+
+    out = layer(src, pos, ref_points, shapes, None)
+    grads = torch.autograd.grad(out.square().sum(), [src, *layer.parameters()])
+    ref = reference(src)
+    ref_grads = torch.autograd.grad(ref.square().sum(), [src, *layer.parameters()])
+    torch.testing.assert_close(out, ref, rtol=0, atol=0)
+    for g, r in zip(grads, ref_grads):
+        torch.testing.assert_close(g, r, rtol=0, atol=0)
