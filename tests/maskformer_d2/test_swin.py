@@ -157,3 +157,28 @@ def test_attention_bias_cache_follows_the_weights():
     attn(x, mask, mask_key=(6, 6)).sum().backward()
     grad = attn.relative_position_bias_table.grad
     assert grad is not None and grad.abs().sum() > 0
+
+
+def test_mlp_recomputed_gelu_gives_the_autograd_gradients():
+    """Training runs fc2(GELU(h)) as GeluLinear (the GELU recomputed in backward, not stored):
+    output and gradients equal the plain composition bit for bit, and only h is kept."""
+    from maskformer_d2.modeling.backbone.swin import GeluLinear, Mlp
+
+    torch.manual_seed(0)
+    mlp = Mlp(8, 32)
+    x = torch.randn(2, 5, 8, requires_grad=True)
+    params = [x, *mlp.parameters()]
+    out = mlp(x)
+    assert out.grad_fn is not None and "GeluLinear" in type(out.grad_fn).__name__
+    grads = torch.autograd.grad(out.square().sum(), params)
+    ref = mlp.fc2(F.gelu(mlp.fc1(x)))
+    ref_grads = torch.autograd.grad(ref.square().sum(), params)
+    torch.testing.assert_close(out, ref, rtol=0, atol=0)
+    for g, r in zip(grads, ref_grads):
+        torch.testing.assert_close(g, r, rtol=0, atol=0)
+    h = torch.randn(3, 32, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(4, 32, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(GeluLinear.apply, (h, w, b))
+    with torch.no_grad():  # inference: the plain path
+        torch.testing.assert_close(mlp(x), ref, rtol=0, atol=0)

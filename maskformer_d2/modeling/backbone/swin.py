@@ -15,6 +15,32 @@ from torch import nn
 __all__ = ["SwinTransformer", "D2SwinTransformer"]
 
 
+class GeluLinear(torch.autograd.Function):
+    """``F.linear(F.gelu(h), weight, bias)`` that keeps only ``h`` for backward and recomputes
+    the GELU there: the (..., 4C) GELU output, which the linear would otherwise keep, is not
+    stored (a quarter of a Swin block's saved activations). Same operations as autograd's,
+    so the gradients are the same bit for bit; the cost is one more GELU per block in backward."""
+
+    @staticmethod
+    def forward(ctx, h: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+        ctx.save_for_backward(h, weight)
+        ctx.has_bias = bias is not None
+        return F.linear(F.gelu(h), weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        h, weight = ctx.saved_tensors
+        grad_h = grad_w = grad_b = None
+        if ctx.needs_input_grad[1]:
+            g = F.gelu(h)
+            grad_w = grad_out.reshape(-1, grad_out.shape[-1]).t().mm(g.reshape(-1, g.shape[-1]))
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_b = grad_out.reshape(-1, grad_out.shape[-1]).sum(0)
+        if ctx.needs_input_grad[0]:
+            grad_h = torch.ops.aten.gelu_backward(grad_out.matmul(weight), h)
+        return grad_h, grad_w, grad_b
+
+
 class Mlp(nn.Module):
     """fc1 -> GELU -> dropout -> fc2 -> dropout. (..., C) -> (..., C)."""
 
@@ -26,7 +52,13 @@ class Mlp(nn.Module):
         self.drop = nn.Dropout(drop)
 
     def forward(self, x):
-        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+        h = self.fc1(x)
+        if (torch.is_grad_enabled() and self.drop.p == 0.0 and not torch.is_autocast_enabled(x.device.type)
+                and type(self.act) is nn.GELU and self.act.approximate == "none"):
+            # training: GELU recomputed in backward instead of stored (GeluLinear); autocast
+            # (AMP) and dropout between the two keep the plain composition below
+            return GeluLinear.apply(h, self.fc2.weight, self.fc2.bias)
+        return self.drop(self.fc2(self.drop(self.act(h))))
 
 
 def window_partition(x: torch.Tensor, ws: int) -> torch.Tensor:
