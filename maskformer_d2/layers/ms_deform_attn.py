@@ -155,8 +155,9 @@ class WeightedRowSum(torch.autograd.Function):
     def forward(ctx, table: torch.Tensor, base: torch.Tensor, shifts: torch.Tensor,
                 weights: torch.Tensor) -> torch.Tensor:
         rows = WeightedRowSum.rows(base, shifts)
-        # the rows, not the base: the weight gradient reads them again
-        ctx.save_for_backward(table, rows, shifts, weights)
+        # the base, not the C-times larger rows: backward rebuilds them (one add) for the
+        # weight gradient
+        ctx.save_for_backward(table, base, shifts, weights)
         return F.embedding_bag(rows, table, per_sample_weights=weights.reshape(base.shape[0], -1), mode="sum")
 
     @staticmethod
@@ -166,17 +167,17 @@ class WeightedRowSum(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
-        table, rows, shifts, weights = ctx.saved_tensors
+        table, base, shifts, weights = ctx.saved_tensors
         grad_table = grad_weights = None
         num_rows, num_points = table.shape[0], shifts.shape[1]
         if ctx.needs_input_grad[0]:
-            flat = (rows[:, :num_points] - shifts[0]).reshape(-1)  # the base rows
+            flat = base.reshape(-1)  # the base rows
             order = torch.sort(flat, stable=True)[1]
             reader = torch.div(order, num_points, rounding_mode="floor")  # output row of each entry
             point = order - reader * num_points
             sorted_base = flat.index_select(0, order)
             flat_weights = weights.reshape(weights.shape[0], weights.shape[1], -1)
-            reordered = torch.zeros((), dtype=torch.bool, device=rows.device)
+            reordered = torch.zeros((), dtype=torch.bool, device=base.device)
             for c in range(shifts.shape[0]):
                 rows_c = sorted_base + shifts[c].index_select(0, point)
                 reordered |= (rows_c[1:] < rows_c[:-1]).any()
@@ -192,6 +193,7 @@ class WeightedRowSum(torch.autograd.Function):
                 )
         if ctx.needs_input_grad[3]:
             # d out[b] / d weights[b, k] = table[rows[b, k]]: the built-in per-sample backward.
+            rows = WeightedRowSum.rows(base, shifts)
             with torch.enable_grad():
                 w = weights.detach().reshape(rows.shape[0], -1).requires_grad_(True)
                 out = F.embedding_bag(rows, table.detach(), per_sample_weights=w, mode="sum")
