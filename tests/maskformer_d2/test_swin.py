@@ -182,3 +182,5 @@ def test_mlp_recomputed_gelu_gives_the_autograd_gradients():
     assert torch.autograd.gradcheck(GeluLinear.apply, (h, w, b))
     with torch.no_grad():  # inference: the plain path
         torch.testing.assert_close(mlp(x), ref, rtol=0, atol=0)
+    mlp.eval()  # eval with autograd on (e.g. traced for FLOP counting): the plain path too
+    assert "GeluLinear" not in type(mlp(x).grad_fn).__name__

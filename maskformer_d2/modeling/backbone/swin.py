@@ -53,10 +53,12 @@ class Mlp(nn.Module):
 
     def forward(self, x):
         h = self.fc1(x)
-        if (torch.is_grad_enabled() and self.drop.p == 0.0 and not torch.is_autocast_enabled(x.device.type)
+        if (self.training and torch.is_grad_enabled() and self.drop.p == 0.0
+                and not torch.is_autocast_enabled(x.device.type)
                 and type(self.act) is nn.GELU and self.act.approximate == "none"):
-            # training: GELU recomputed in backward instead of stored (GeluLinear); autocast
-            # (AMP) and dropout between the two keep the plain composition below
+            # training: GELU recomputed in backward instead of stored (GeluLinear); eval
+            # (also traced, e.g. FLOP counting), autocast (AMP) and dropout between the two
+            # keep the plain composition below
             return GeluLinear.apply(h, self.fc2.weight, self.fc2.bias)
         return self.drop(self.fc2(self.drop(self.act(h))))
 
