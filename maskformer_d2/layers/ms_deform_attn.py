@@ -155,8 +155,9 @@ class WeightedRowSum(torch.autograd.Function):
     def forward(ctx, table: torch.Tensor, base: torch.Tensor, shifts: torch.Tensor,
                 weights: torch.Tensor) -> torch.Tensor:
         rows = WeightedRowSum.rows(base, shifts)
-        # the rows, not the base: the weight gradient reads them again
-        ctx.save_for_backward(table, rows, shifts, weights)
+        # the base, not the C-times larger rows: backward rebuilds them (one add) for the
+        # weight gradient
+        ctx.save_for_backward(table, base, shifts, weights)
         return F.embedding_bag(rows, table, per_sample_weights=weights.reshape(base.shape[0], -1), mode="sum")
 
     @staticmethod
@@ -166,17 +167,17 @@ class WeightedRowSum(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
-        table, rows, shifts, weights = ctx.saved_tensors
+        table, base, shifts, weights = ctx.saved_tensors
         grad_table = grad_weights = None
         num_rows, num_points = table.shape[0], shifts.shape[1]
         if ctx.needs_input_grad[0]:
-            flat = (rows[:, :num_points] - shifts[0]).reshape(-1)  # the base rows
+            flat = base.reshape(-1)  # the base rows
             order = torch.sort(flat, stable=True)[1]
             reader = torch.div(order, num_points, rounding_mode="floor")  # output row of each entry
             point = order - reader * num_points
             sorted_base = flat.index_select(0, order)
             flat_weights = weights.reshape(weights.shape[0], weights.shape[1], -1)
-            reordered = torch.zeros((), dtype=torch.bool, device=rows.device)
+            reordered = torch.zeros((), dtype=torch.bool, device=base.device)
             for c in range(shifts.shape[0]):
                 rows_c = sorted_base + shifts[c].index_select(0, point)
                 reordered |= (rows_c[1:] < rows_c[:-1]).any()
@@ -192,6 +193,7 @@ class WeightedRowSum(torch.autograd.Function):
                 )
         if ctx.needs_input_grad[3]:
             # d out[b] / d weights[b, k] = table[rows[b, k]]: the built-in per-sample backward.
+            rows = WeightedRowSum.rows(base, shifts)
             with torch.enable_grad():
                 w = weights.detach().reshape(rows.shape[0], -1).requires_grad_(True)
                 out = F.embedding_bag(rows, table.detach(), per_sample_weights=w, mode="sum")
@@ -260,6 +262,65 @@ def _level_sizes(shapes: List[Tuple[int, int]], value: torch.Tensor, num_levels:
             torch.tensor([w for _, w in shapes], **kw).view(view))
 
 
+def _clamp_coordinates(x: torch.Tensor, size: torch.Tensor) -> torch.Tensor:
+    """Clamp to [-1, size]; NaN coordinates read the zero border instead of indexing out of
+    the table."""
+    return x.nan_to_num(-1.0).clamp_(min=-1.0).minimum(size)
+
+
+def _clamp_coordinates_grad(x: torch.Tensor, size: torch.Tensor) -> torch.Tensor:
+    """d _clamp_coordinates(x) / dx as autograd gives it for nan_to_num, the in-place
+    clamp_min and minimum: 0 at non-finite x and at or below -1, 1/2 where x equals the
+    size, 0 above it."""
+    xn = x.nan_to_num(-1.0)
+    ok = torch.isfinite(x) & (xn > -1.0)
+    half = torch.where(xn == size, 0.5, 1.0)
+    return torch.where(ok & (xn <= size), half, 0.0).to(x.dtype)
+
+
+def _corner_weights(fx: torch.Tensor, fy: torch.Tensor, attention_weights: torch.Tensor) -> torch.Tensor:
+    """Bilinear corner weights times the attention weights: (N, Lq, M, L, P) fractional
+    parts and weights -> (N, Lq, M, 4, L, P), corners (top-left, top-right, bottom-left,
+    bottom-right)."""
+    right = attention_weights * fx
+    left = attention_weights - right
+    bottom_left, bottom_right = left * fy, right * fy
+    return torch.stack([left - bottom_left, right - bottom_right, bottom_left, bottom_right], dim=3)
+
+
+class CornerWeights(torch.autograd.Function):
+    """``_corner_weights`` of the clamped pixel coordinates x, y (N, Lq, M, L, P) and the
+    attention weights, keeping only those three for backward (the composed ops keep ten
+    tensors of that size: the clamp chain, the fractions, left/right). Forward runs the same
+    operations as the composed path (same values); the gradient is autograd's formula for it,
+    written out (same up to float summation order)."""
+
+    @staticmethod
+    def forward(ctx, x, y, attention_weights, widths, heights):
+        ctx.save_for_backward(x, y, attention_weights, widths, heights)
+        xc, yc = _clamp_coordinates(x, widths), _clamp_coordinates(y, heights)
+        return _corner_weights(xc - xc.floor(), yc - yc.floor(), attention_weights)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, y, a, widths, heights = ctx.saved_tensors
+        xc, yc = _clamp_coordinates(x, widths), _clamp_coordinates(y, heights)
+        fx, fy = xc - xc.floor(), yc - yc.floor()
+        right = a * fx
+        left = a - right
+        g0, g1, g2, g3 = grad.unbind(3)
+        g_bottom_left, g_bottom_right = g2 - g0, g3 - g1
+        g_left = g0 + g_bottom_left * fy
+        g_right = g1 + g_bottom_right * fy
+        g_fy = g_bottom_left * left + g_bottom_right * right
+        g_right_total = g_right - g_left  # left = a - right
+        g_a = g_left + g_right_total * fx  # right = a * fx
+        g_fx = g_right_total * a
+        g_x = g_fx * _clamp_coordinates_grad(x, widths) if ctx.needs_input_grad[0] else None
+        g_y = g_fy * _clamp_coordinates_grad(y, heights) if ctx.needs_input_grad[1] else None
+        return g_x, g_y, g_a if ctx.needs_input_grad[2] else None, None, None
+
+
 def _gather_at_pixels(value: torch.Tensor, shapes: List[Tuple[int, int]], x: torch.Tensor,
                       y: torch.Tensor, attention_weights: torch.Tensor, heights: torch.Tensor,
                       widths: torch.Tensor) -> torch.Tensor:
@@ -282,12 +343,11 @@ def _gather_at_pixels(value: torch.Tensor, shapes: List[Tuple[int, int]], x: tor
     padded_size = table.shape[1]
 
     level_view = (1, 1, 1, num_levels, 1)
-    # Clamp to [-1, size]; NaN coordinates read the zero border instead of indexing out of
-    # the table.
-    x = x.nan_to_num(-1.0).clamp_(min=-1.0).minimum(widths)
-    y = y.nan_to_num(-1.0).clamp_(min=-1.0).minimum(heights)
-    x0, y0 = x.floor(), y.floor()
-    fx, fy = x - x0, y - y0  # (N, Lq, M, L, P)
+    with_grad = torch.is_grad_enabled() and (x.requires_grad or y.requires_grad or attention_weights.requires_grad)
+    raw_x, raw_y = x, y
+    with torch.set_grad_enabled(torch.is_grad_enabled() and not with_grad):
+        x, y = _clamp_coordinates(x, widths), _clamp_coordinates(y, heights)
+        x0, y0 = x.floor(), y.floor()
 
     # A bag's entries may come in any order: corner-major (N, Lq, M, 4, L, P) keeps every
     # elementwise op below on contiguous (L, P) blocks instead of size-2 inner dimensions.
@@ -308,10 +368,13 @@ def _gather_at_pixels(value: torch.Tensor, shapes: List[Tuple[int, int]], x: tor
     below = (row_len * m).view(num_levels, 1).expand(num_levels, num_points)
     shifts = torch.stack([torch.zeros_like(below), below.new_full(below.shape, m), below, below + m])
 
-    right = attention_weights * fx
-    left = attention_weights - right
-    bottom_left, bottom_right = left * fy, right * fy
-    weights = torch.stack([left - bottom_left, right - bottom_right, bottom_left, bottom_right], dim=3)
+    if with_grad:
+        # training: the corner weights as one autograd node that keeps the raw x, y and the
+        # attention weights and recomputes the rest in backward (the composed ops kept ten
+        # (N, Lq, M, L, P) tensors per layer, this keeps three)
+        weights = CornerWeights.apply(raw_x, raw_y, attention_weights, widths, heights)
+    else:
+        weights = _corner_weights(x - x0, y - y0, attention_weights)
 
     points = num_levels * num_points
     out = WeightedRowSum.apply(table.reshape(-1, d), top_left.reshape(-1, points),

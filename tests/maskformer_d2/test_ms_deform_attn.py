@@ -164,3 +164,65 @@ def test_bad_shapes_give_clear_errors():
         attn(src, torch.rand(1, 18, 2, 3), src, SHAPES)
     with pytest.raises(ValueError, match="input_flatten"):
         attn(src, torch.rand(1, 18, 2, 2), src, [(3, 4), (1, 1)])
+
+
+def test_encoder_layer_inplace_relu_keeps_gradients():
+    """The encoder layer applies its FFN ReLU in place; forward and every gradient equal the
+    out-of-place formulation."""
+    import torch.nn.functional as F
+
+    from maskformer_d2.modeling.pixel_decoder.msdeformattn import MSDeformAttnTransformerEncoderLayer
+
+    torch.manual_seed(0)
+    layer = MSDeformAttnTransformerEncoderLayer(d_model=16, d_ffn=32, dropout=0.0, n_levels=2,
+                                                n_heads=2, n_points=2)
+    shapes = [(4, 4), (2, 2)]
+    src = torch.randn(2, 20, 16, requires_grad=True)
+    pos = torch.randn(2, 20, 16)
+    ref_points = torch.rand(2, 20, 2, 2)
+
+    def reference(src):  # the layer's forward with an out-of-place ReLU
+        attn = layer.self_attn(src + pos, ref_points, src, shapes, None, None)
+        x = layer.norm1(src + attn)
+        return layer.norm2(x + layer.linear2(F.relu(layer.linear1(x))))
+
+    out = layer(src, pos, ref_points, shapes, None)
+    grads = torch.autograd.grad(out.square().sum(), [src, *layer.parameters()])
+    ref = reference(src)
+    ref_grads = torch.autograd.grad(ref.square().sum(), [src, *layer.parameters()])
+    torch.testing.assert_close(out, ref, rtol=0, atol=0)
+    for g, r in zip(grads, ref_grads):
+        torch.testing.assert_close(g, r, rtol=0, atol=0)
+
+
+def test_corner_weights_function_matches_composed_autograd():
+    """CornerWeights (training path of the gather core) equals the composed clamp + bilinear
+    weight ops in value and gradient, also outside the map, at the clamp bounds and for NaN."""
+    from maskformer_d2.layers.ms_deform_attn import (CornerWeights, _clamp_coordinates,
+                                                     _corner_weights)
+
+    torch.manual_seed(0)
+    shape = (2, 7, 3, 2, 4)  # (N, Lq, M, L, P)
+    widths = torch.tensor([5.0, 3.0], dtype=torch.float64).view(1, 1, 1, 2, 1)
+    heights = torch.tensor([4.0, 2.0], dtype=torch.float64).view(1, 1, 1, 2, 1)
+    x = torch.rand(shape, dtype=torch.float64) * 9 - 3
+    y = torch.rand(shape, dtype=torch.float64) * 7 - 3
+    x[0, 0, 0, 0, :4] = torch.tensor([-1.0, 5.0, float("nan"), 4.5])  # bounds, NaN, inside
+    y[0, 0, 0, 1, :4] = torch.tensor([2.0, -1.0, float("inf"), -7.0])
+    a = torch.rand(shape, dtype=torch.float64)
+
+    def composed(x, y, a):
+        xc, yc = _clamp_coordinates(x, widths), _clamp_coordinates(y, heights)
+        return _corner_weights(xc - xc.floor(), yc - yc.floor(), a)
+
+    grad = torch.randn(2, 7, 3, 4, 2, 4, dtype=torch.float64)
+    inputs = [t.clone().requires_grad_(True) for t in (x, y, a)]
+    ref = composed(*inputs)
+    ref_grads = torch.autograd.grad(ref, inputs, grad)
+    inputs = [t.clone().requires_grad_(True) for t in (x, y, a)]
+    got = CornerWeights.apply(*inputs, widths, heights)
+    got_grads = torch.autograd.grad(got, inputs, grad)
+    assert torch.equal(got, ref)
+    for g, r in zip(got_grads, ref_grads):
+        torch.testing.assert_close(g, r, rtol=1e-12, atol=1e-12)
+    assert (ref_grads[0] == 0).any() and (ref_grads[0].abs() > 0).any()

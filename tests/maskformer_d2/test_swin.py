@@ -117,3 +117,70 @@ def test_window_gather_index_equals_pad_roll_partition(h, w, ws, shift):
     assert torch.equal(windows, expected)
     assert torch.equal(windows.index_select(1, from_windows), tokens)
     assert sorted(from_windows.tolist()) == sorted(set(from_windows.tolist()))  # a permutation
+
+
+def test_attention_bias_cache_follows_the_weights():
+    """Without autograd the relative-position bias (+ shift mask) is cached; an optimizer-style
+    in-place update, load_state_dict and training with autograd must not see a stale bias."""
+    torch.manual_seed(0)
+    ws, heads, dim = 3, 2, 8
+    attn = WindowAttention(dim, ws, heads).eval()
+    mask = shifted_window_mask(6, 6, ws, 1, "cpu")
+    x = torch.randn(mask.shape[0], ws * ws, dim)
+
+    def fresh():  # the same module's output with the cache emptied
+        attn._bias_cache = None
+        return attn(x, mask, mask_key=(6, 6))
+
+    with torch.no_grad():
+        first = attn(x, mask, mask_key=(6, 6))
+        bias = attn.attention_bias(mask, (6, 6), x.dtype)
+        assert attn.attention_bias(mask, (6, 6), x.dtype) is bias  # cached
+        assert attn.attention_bias(None, None, x.dtype).shape == (1, heads, ws * ws, ws * ws)  # other key
+        torch.testing.assert_close(first, fresh(), rtol=0, atol=0)
+
+        attn.relative_position_bias_table.add_(1.0 + torch.randn_like(attn.relative_position_bias_table))
+        stepped = attn(x, mask, mask_key=(6, 6))
+        assert not torch.equal(stepped, first)
+        torch.testing.assert_close(stepped, fresh(), rtol=0, atol=0)
+
+    state = {k: v.clone() for k, v in attn.state_dict().items()}
+    state["relative_position_bias_table"].normal_(std=2.0)
+    attn.load_state_dict(state, strict=True)
+    with torch.inference_mode():
+        loaded = attn(x, mask, mask_key=(6, 6))
+        assert not torch.equal(loaded, stepped)
+        torch.testing.assert_close(loaded, fresh(), rtol=0, atol=0)
+
+    # training resumes: the bias is rebuilt in the graph, so the table gets a gradient
+    attn.train()
+    attn(x, mask, mask_key=(6, 6)).sum().backward()
+    grad = attn.relative_position_bias_table.grad
+    assert grad is not None and grad.abs().sum() > 0
+
+
+def test_mlp_recomputed_gelu_gives_the_autograd_gradients():
+    """Training runs fc2(GELU(h)) as GeluLinear (the GELU recomputed in backward, not stored):
+    output and gradients equal the plain composition bit for bit, and only h is kept."""
+    from maskformer_d2.modeling.backbone.swin import GeluLinear, Mlp
+
+    torch.manual_seed(0)
+    mlp = Mlp(8, 32)
+    x = torch.randn(2, 5, 8, requires_grad=True)
+    params = [x, *mlp.parameters()]
+    out = mlp(x)
+    assert out.grad_fn is not None and "GeluLinear" in type(out.grad_fn).__name__
+    grads = torch.autograd.grad(out.square().sum(), params)
+    ref = mlp.fc2(F.gelu(mlp.fc1(x)))
+    ref_grads = torch.autograd.grad(ref.square().sum(), params)
+    torch.testing.assert_close(out, ref, rtol=0, atol=0)
+    for g, r in zip(grads, ref_grads):
+        torch.testing.assert_close(g, r, rtol=0, atol=0)
+    h = torch.randn(3, 32, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(4, 32, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(GeluLinear.apply, (h, w, b))
+    with torch.no_grad():  # inference: the plain path
+        torch.testing.assert_close(mlp(x), ref, rtol=0, atol=0)
+    mlp.eval()  # eval with autograd on (e.g. traced for FLOP counting): the plain path too
+    assert "GeluLinear" not in type(mlp(x).grad_fn).__name__

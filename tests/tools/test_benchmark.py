@@ -236,3 +236,19 @@ def test_flops_by_dtype_follows_autocast():
 
     with pytest.raises(RuntimeError, match="not torch.inference_mode"):
         flops_by_dtype(under_inference_mode)
+
+
+def test_cpu_time_pair_smoke(tmp_path):
+    from tools.benchmark.cpu_time import main as cpu_main
+
+    out = tmp_path / "cpu.json"
+    assert cpu_main(["--preset", "tiny_m2f_swin", "--network-reps", "2", "--train-reps", "1",
+                     "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert set(res) == {"network", "train"}
+    for case in res.values():
+        assert len(case["ours"]["cpu_ms"]) == len(case["peer"]["cpu_ms"]) >= 1
+        assert all(t > 0 for t in case["ours"]["cpu_ms"] + case["peer"]["cpu_ms"])
+        assert case["speedup_cpu_median"] > 0
+    with pytest.raises(ValueError, match="no peer"):
+        cpu_main(["--preset", "segmenter_vit_s_linear", "--network-reps", "1", "--train-reps", "0"])

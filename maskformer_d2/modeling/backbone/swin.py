@@ -15,6 +15,32 @@ from torch import nn
 __all__ = ["SwinTransformer", "D2SwinTransformer"]
 
 
+class GeluLinear(torch.autograd.Function):
+    """``F.linear(F.gelu(h), weight, bias)`` that keeps only ``h`` for backward and recomputes
+    the GELU there: the (..., 4C) GELU output, which the linear would otherwise keep, is not
+    stored (a quarter of a Swin block's saved activations). Same operations as autograd's,
+    so the gradients are the same bit for bit; the cost is one more GELU per block in backward."""
+
+    @staticmethod
+    def forward(ctx, h: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+        ctx.save_for_backward(h, weight)
+        ctx.has_bias = bias is not None
+        return F.linear(F.gelu(h), weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        h, weight = ctx.saved_tensors
+        grad_h = grad_w = grad_b = None
+        if ctx.needs_input_grad[1]:
+            g = F.gelu(h)
+            grad_w = grad_out.reshape(-1, grad_out.shape[-1]).t().mm(g.reshape(-1, g.shape[-1]))
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_b = grad_out.reshape(-1, grad_out.shape[-1]).sum(0)
+        if ctx.needs_input_grad[0]:
+            grad_h = torch.ops.aten.gelu_backward(grad_out.matmul(weight), h)
+        return grad_h, grad_w, grad_b
+
+
 class Mlp(nn.Module):
     """fc1 -> GELU -> dropout -> fc2 -> dropout. (..., C) -> (..., C)."""
 
@@ -26,7 +52,15 @@ class Mlp(nn.Module):
         self.drop = nn.Dropout(drop)
 
     def forward(self, x):
-        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+        h = self.fc1(x)
+        if (self.training and torch.is_grad_enabled() and self.drop.p == 0.0
+                and not torch.is_autocast_enabled(x.device.type)
+                and type(self.act) is nn.GELU and self.act.approximate == "none"):
+            # training: GELU recomputed in backward instead of stored (GeluLinear); eval
+            # (also traced, e.g. FLOP counting), autocast (AMP) and dropout between the two
+            # keep the plain composition below
+            return GeluLinear.apply(h, self.fc2.weight, self.fc2.bias)
+        return self.drop(self.fc2(self.drop(self.act(h))))
 
 
 def window_partition(x: torch.Tensor, ws: int) -> torch.Tensor:
@@ -88,24 +122,56 @@ class WindowAttention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
         trunc_normal_(self.relative_position_bias_table, std=0.02)
+        self._bias_cache: Optional[Tuple[tuple, torch.Tensor]] = None  # see attention_bias
 
-    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None,
+                mask_key: Optional[Tuple[int, int]] = None) -> torch.Tensor:
+        return self.proj_drop(self.proj(self.attend(x, mask, mask_key)))
+
+    def attend(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None,
+               mask_key: Optional[Tuple[int, int]] = None) -> torch.Tensor:
+        """Attention without the output projection: (B*nW, N, C) -> (B*nW, N, C). The
+        projection is per token, so a caller may apply ``proj`` after moving tokens (the Swin
+        block does, on the real tokens only, not on the window padding)."""
         b_, n, c = x.shape
         qkv = self.qkv(x).reshape(b_, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)  # each (B*nW, heads, N, head_dim)
-        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
+        bias = self.attention_bias(mask, mask_key, q.dtype)
+        if mask is not None and bias.shape[0] != b_:
+            # Windows are ordered image by image, so the (nW, heads, N, N) bias repeats every
+            # nW windows. q/k/v stay 4-D: a 5-D call sends SDPA to its unfused math path.
+            nw = bias.shape[0]
+            bias = bias.unsqueeze(0).expand(b_ // nw, -1, -1, -1, -1).reshape(b_, self.num_heads, n, n)
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=bias, dropout_p=self.attn_drop if self.training else 0.0, scale=self.scale,
+        )
+        return out.transpose(1, 2).reshape(b_, n, c)
+
+    def attention_bias(self, mask: Optional[torch.Tensor], mask_key: Optional[Tuple[int, int]],
+                       dtype: torch.dtype) -> torch.Tensor:
+        """Relative-position bias (1, heads, N, N), plus the shift mask: (nW, heads, N, N).
+
+        Without autograd (eval / inference) the result is cached: the gather from the table and
+        the addition of the shift mask are the same on every call for one padded map size
+        ``mask_key`` (hp, wp). The cache key holds the table's version counter and storage, so an
+        optimizer step, ``load_state_dict`` or ``.to()`` recomputes it; with autograd enabled
+        (training) it is never used, the bias must stay in the graph."""
+        table = self.relative_position_bias_table
+        use_cache = not torch.is_grad_enabled() and (mask is None or mask_key is not None)
+        if use_cache:
+            key = (table._version, table.data_ptr(), table.device, dtype,
+                   None if mask is None else (tuple(mask_key), mask.shape[0]))
+            if self._bias_cache is not None and self._bias_cache[0] == key:
+                return self._bias_cache[1]
+        n = self.window_size * self.window_size
+        bias = table[self.relative_position_index.view(-1)]
         bias = bias.view(n, n, -1).permute(2, 0, 1).unsqueeze(0)  # (1, heads, N, N)
         if mask is not None:
-            # Windows are ordered image by image, so the (nW, N, N) mask repeats every nW
-            # windows. q/k/v stay 4-D: a 5-D call sends SDPA to its unfused math path.
-            nw = mask.shape[0]
-            bias = (bias + mask.unsqueeze(1)).unsqueeze(0).expand(b_ // nw, -1, -1, -1, -1)
-            bias = bias.reshape(b_, self.num_heads, n, n)
-        out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=bias.to(q.dtype), dropout_p=self.attn_drop if self.training else 0.0,
-            scale=self.scale,
-        )
-        return self.proj_drop(self.proj(out.transpose(1, 2).reshape(b_, n, c)))
+            bias = bias + mask.unsqueeze(1)  # (nW, heads, N, N)
+        bias = bias.to(dtype)
+        if use_cache:
+            self._bias_cache = (key, bias)
+        return bias
 
 
 class SwinTransformerBlock(nn.Module):
@@ -140,6 +206,7 @@ class SwinTransformerBlock(nn.Module):
         if windows_index is None:
             windows_index = window_gather_index(h, w, ws, self.shift_size, x.device)
         to_windows, from_windows = windows_index
+        mask_key = (-(-h // ws) * ws, -(-w // ws) * ws)  # the padded map size the mask is for
         if self.shift_size == 0:
             attn_mask = None
         shortcut = x
@@ -149,9 +216,10 @@ class SwinTransformerBlock(nn.Module):
             # the gather index points at, then pad + roll + window partition in one gather.
             x = torch.cat([x, x.new_zeros(b, 1, c)], dim=1)
         windows = x.index_select(1, to_windows).view(-1, ws * ws, c)
-        windows = self.attn(windows, mask=attn_mask).view(b, -1, c)
-        # Window reverse + roll back + crop in one gather.
-        x = windows.index_select(1, from_windows)
+        windows = self.attn.attend(windows, mask=attn_mask, mask_key=mask_key).view(b, -1, c)
+        # Window reverse + roll back + crop in one gather, then the output projection on the
+        # real tokens only (it is per token; the padding tokens are dropped by the crop).
+        x = self.attn.proj_drop(self.attn.proj(windows.index_select(1, from_windows)))
         x = shortcut + self.drop_path(x)
         return x + self.drop_path(self.mlp(self.norm2(x)))
 

@@ -46,7 +46,11 @@ class MSDeformAttnTransformerEncoderLayer(nn.Module):
     def forward(self, src, pos, reference_points, spatial_shapes, level_start_index, padding_mask=None):
         attn = self.self_attn(src + pos, reference_points, src, spatial_shapes, level_start_index, padding_mask)
         src = self.norm1(src + self.dropout1(attn))
-        ffn = self.linear2(self.dropout2(self.activation(self.linear1(src))))
+        hidden = self.linear1(src)
+        # ReLU in place (autograd allows it: the linear does not keep its output for backward,
+        # ReLU keeps its own): one (B, S, d_ffn) buffer fewer to allocate and fault in.
+        hidden = F.relu(hidden, inplace=True) if self.activation is F.relu else self.activation(hidden)
+        ffn = self.linear2(self.dropout2(hidden))
         return self.norm2(src + self.dropout3(ffn))
 
 

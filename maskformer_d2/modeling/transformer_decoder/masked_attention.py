@@ -27,6 +27,27 @@ def _with_pos(x: torch.Tensor, pos: Optional[torch.Tensor]) -> torch.Tensor:
     return x if pos is None else x + pos
 
 
+def downsample_bilinear(x: torch.Tensor, size) -> torch.Tensor:
+    """``F.interpolate(x, size, mode="bilinear", align_corners=False)`` of (B, C, H, W) maps,
+    bit for bit, computed from strided slices when H and W shrink by even whole factors (the
+    Mask2Former attention masks: 1/4 -> 1/8, 1/16, 1/32 of the padded image).
+
+    Output pixel i samples input position i * k + (k - 1) / 2: for even k the midpoint of pixels
+    i * k + k / 2 - 1 and i * k + k / 2, so each output is the 4 taps with weight 1/4, summed in
+    the CPU kernel's order (top-left, top-right, bottom-left, bottom-right). The kernel copies
+    its whole input first (a Q x H/4 x W/4 clone per decoder layer); the slices read only the
+    taps. Other sizes go to ``F.interpolate``."""
+    h, w = x.shape[-2:]
+    th, tw = int(size[0]), int(size[1])
+    if x.dim() != 4 or th <= 0 or tw <= 0 or h % th or w % tw or (h // th) % 2 or (w // tw) % 2:
+        return F.interpolate(x, size=(th, tw), mode="bilinear", align_corners=False)
+    kh, kw = h // th, w // tw
+    top, bottom = x[:, :, kh // 2 - 1::kh], x[:, :, kh // 2::kh]
+    y0, y1 = kw // 2 - 1, kw // 2
+    return (((top[..., y0::kw] * 0.25 + top[..., y1::kw] * 0.25) + bottom[..., y0::kw] * 0.25)
+            + bottom[..., y1::kw] * 0.25)
+
+
 class SelfAttentionLayer(nn.Module):
     """Residual self-attention over queries with LayerNorm (post- or pre-norm). (B, Q, C) -> (B, Q, C)."""
 
@@ -245,7 +266,7 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         decoder_output = self.decoder_norm(output)
         outputs_class = self.class_embed(decoder_output)
         outputs_mask = torch.einsum("bqc,bchw->bqhw", self.mask_embed(decoder_output), mask_features)
-        attn_mask = F.interpolate(outputs_mask, size=attn_mask_target_size, mode="bilinear", align_corners=False)
+        attn_mask = downsample_bilinear(outputs_mask.detach(), attn_mask_target_size)
         # Same for every head: one (B, 1, Q, HW) mask broadcast over heads.
         attn_mask = (attn_mask.sigmoid().flatten(2).unsqueeze(1) < 0.5).detach()
         return outputs_class, outputs_mask, attn_mask
