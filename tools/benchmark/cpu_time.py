@@ -18,11 +18,8 @@ from typing import Dict, List, Optional
 
 import torch
 
-if __package__ in (None, ""):  # run as a script
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from tools.benchmark.families import batch_for, build_subjects, cfg_for  # noqa: E402
-from tools.benchmark.presets import get_preset  # noqa: E402
+from tools.benchmark.families import batch_for, build_subjects, cfg_for
+from tools.benchmark.presets import get_preset
 
 __all__ = ["cpu_time_pair", "main"]
 
