@@ -37,6 +37,9 @@ def downsample_bilinear(x: torch.Tensor, size) -> torch.Tensor:
     the CPU kernel's order (top-left, top-right, bottom-left, bottom-right). The kernel copies
     its whole input first (a Q x H/4 x W/4 clone per decoder layer); the slices read only the
     taps. Other sizes go to ``F.interpolate``."""
+    if torch.compiler.is_exporting() or torch.compiler.is_compiling() or torch.jit.is_tracing():
+        # a traced graph must serve every input size: the slices' factors would be baked in
+        return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
     h, w = x.shape[-2:]
     th, tw = int(size[0]), int(size[1])
     if x.dim() != 4 or th <= 0 or tw <= 0 or h % th or w % tw or (h // th) % 2 or (w // tw) % 2:
