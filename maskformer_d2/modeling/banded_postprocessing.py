@@ -43,6 +43,7 @@ __all__ = [
     "postprocess_in_bands",
     "resize_scores_in_bands",
     "unpack_instance_masks",
+    "segments_from_counts",
 ]
 
 logger = logging.getLogger(__name__)
@@ -125,9 +126,12 @@ class RowBandResizer:
         self.out_h, self.out_w = int(out_h), int(out_w)
         self.identity = tuple(source.shape[-2:]) == (self.out_h, self.out_w)
         if not self.identity:
-            self.rows = _linear_taps(source.shape[1], self.out_h, source.device)
-            index0, index1, weight0, weight1 = _linear_taps(source.shape[2], self.out_w, source.device)
-            self.columns = (index0, index1, weight0.to(source.dtype), weight1.to(source.dtype))
+            self.rows = self._taps(source.shape[1], self.out_h)
+            self.columns = self._taps(source.shape[2], self.out_w)
+
+    def _taps(self, in_size: int, out_size: int):
+        index0, index1, weight0, weight1 = _linear_taps(in_size, out_size, self.source.device)
+        return index0, index1, weight0.to(self.source.dtype), weight1.to(self.source.dtype)
 
     def band(self, start: int, stop: int) -> torch.Tensor:
         """(C, stop - start, out_w)."""
@@ -139,8 +143,7 @@ class RowBandResizer:
         column0, column1, column_weight0, column_weight1 = self.columns
         # width first, on the source rows this band needs
         widened = _mix(rows[:, :, column0], column_weight0, rows[:, :, column1], column_weight1)
-        weight0 = weight0.to(rows.dtype).view(1, -1, 1)
-        weight1 = weight1.to(rows.dtype).view(1, -1, 1)
+        weight0, weight1 = weight0.view(1, -1, 1), weight1.view(1, -1, 1)
         return _mix(widened[:, index0 - first], weight0, widened[:, index1 - first], weight1)
 
 
@@ -179,7 +182,7 @@ def unpack_instance_masks(instances: Instances) -> torch.Tensor:
     return torch.from_numpy(np.unpackbits(packed, axis=-1, count=width).astype(bool))
 
 
-def _segments_from_counts(stats: List[List[int]], query_scores: List[float], thing_ids: Iterable[int],
+def segments_from_counts(stats: List[List[int]], query_scores: List[float], thing_ids: Iterable[int],
                           overlap_threshold: float) -> Tuple[List[int], List[Dict]]:
     """The panoptic segment of each kept query (0 = none) and ``segments_info``.
 
@@ -365,7 +368,7 @@ def postprocess_in_bands(
         else:
             segment_area_used = segment_area if require_mask_prob else mask_area
             stats = torch.stack([mask_area, original_area, segment_area_used, cur_classes]).cpu().tolist()
-            segment_of_query, segments_info = _segments_from_counts(
+            segment_of_query, segments_info = segments_from_counts(
                 stats, cur_scores.cpu().tolist(), panoptic["thing_ids"], panoptic["overlap_threshold"]
             )
             lookup = torch.tensor(segment_of_query, dtype=torch.int32, device=device)

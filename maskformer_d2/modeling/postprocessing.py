@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from detectron2.structures import Boxes, Instances
 
 from .banded_postprocessing import (
-    _segments_from_counts, bilinear_resize, binary_mask_scores, canonical_sigmoid, topk_query_classes,
+    segments_from_counts, bilinear_resize, binary_mask_scores, canonical_sigmoid, topk_query_classes,
 )
 
 __all__ = ["sem_seg_postprocess", "semantic_inference", "panoptic_inference", "instance_inference"]
@@ -103,7 +103,7 @@ def panoptic_inference(
     stats = torch.stack([mask_area, original_area, segment_area, cur_classes]).cpu().tolist()
     query_scores = cur_scores.cpu().tolist()
 
-    segment_of_query, segments_info = _segments_from_counts(stats, query_scores, thing_ids, overlap_threshold)
+    segment_of_query, segments_info = segments_from_counts(stats, query_scores, thing_ids, overlap_threshold)
 
     lookup = torch.tensor(segment_of_query, dtype=torch.int32, device=mask_pred.device)
     panoptic_seg = lookup[mask_ids]

@@ -178,10 +178,8 @@ class Segmenter(nn.Module):
         ``segment``: the network, (n, 3, h, w) normalized -> (n, C, h, w) logits; default
         ``self.segment`` (the ONNX predictor passes its onnxruntime graph)."""
         if segment is None:
-            segment = self.segment
-            if self.inference_precision.reduced:
-                segment = functools.partial(self.inference_precision.run, self.segment,
-                                            device_type=image.device.type)
+            # MODEL.INFERENCE_DTYPE (float32: exactly self.segment(...))
+            segment = functools.partial(self.inference_precision.run, self.segment, device_type=image.device.type)
         out_size = (record.get("height", image.shape[-2]), record.get("width", image.shape[-1]))
         flips = (False, True) if self.test_flip else (False,)
         if self.test_mode == "slide":
