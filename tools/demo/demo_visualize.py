@@ -60,7 +60,12 @@ def main(argv=None):
         demo.display_scale = float(max(1, round(args.display_size / max(image.shape[:2]))))
         _, vis = demo(image, text)
         drawn = vis.get_image()[:, :, ::-1]
-        shown = cv2.resize(image, (drawn.shape[1], drawn.shape[0]), interpolation=cv2.INTER_NEAREST)
+        scale = int(demo.display_scale)
+        shown = image.repeat(scale, axis=0).repeat(scale, axis=1)
+        # matplotlib's canvas may be a pixel off the scaled size: crop, or repeat the last row/column
+        shown = np.pad(shown[: drawn.shape[0], : drawn.shape[1]],
+                       ((0, max(0, drawn.shape[0] - shown.shape[0])), (0, max(0, drawn.shape[1] - shown.shape[1])), (0, 0)),
+                       mode="edge")
         panel = np.concatenate([shown, drawn], axis=1)
         stem = Path(record["file_name"]).stem
         name = f"{i:02d}_{stem}.png" if text is None else f"{i:02d}_{stem}_{record.get('sent_id', i)}.png"
