@@ -30,6 +30,9 @@ XDIST_GROUPS = {
 }
 
 
+# tryfirst: pytest-xdist's own hook reads the xdist_group marks (it appends "@group" to each node
+# id), so they must be on the items before it runs; added after it, they group nothing.
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items):
     for item in items:
         path = Path(str(item.fspath)).resolve().relative_to(REPO_ROOT).as_posix()

@@ -21,6 +21,20 @@ def test_unsupported_python_and_torch_are_rejected_clearly():
     assert "torch 1.13.1 is too old" in checks.check_torch("1.13.1")
 
 
+def test_a_full_disk_is_named_before_pip_runs(tmp_path):
+    checks = _load("install_checks")
+    gib = 2**30
+    assert checks.check_disk("/env", 8 * gib, torch_installed=False) is None
+    msg = checks.check_disk("/env", 3 * gib, torch_installed=False)
+    assert "/env has 3.0 GiB free" in msg and "7.0 GiB" in msg and "VENV=" in msg
+    # with torch already there, only the rest has to fit
+    assert checks.check_disk("/env", 3 * gib, torch_installed=True) is None
+    # the command line looks at the nearest folder that exists (a venv not yet created)
+    out = subprocess.run([sys.executable, "tools/install/install_checks.py", "disk", str(tmp_path / "new" / "venv")],
+                         cwd=REPO, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+
+
 def test_numpy_alias_patch_is_exact(tmp_path):
     inst = _load("install_detectron2")
     src = "a = np.int(3); b = np.int64(2); c = np.float_; d = x.astype(np.bool); e = np.str"

@@ -60,7 +60,7 @@ def _program(out_json, items):
         cfg_name, model = item.split(":")
         out_dir = os.path.join(work, cfg_name.replace(".yaml", ""))
         opts = ["OUTPUT_DIR", out_dir, "SOLVER.MAX_ITER", "2", "SOLVER.IMS_PER_BATCH", "2",
-                "SOLVER.CHECKPOINT_PERIOD", "2", "DATASETS.TEST", "()"]
+                "SOLVER.CHECKPOINT_PERIOD", "1000", "DATASETS.TEST", "()"]
         family = "restr" if cfg_name.startswith("restr") else cfg_name.split("_")[0]
         opts += SMALL_INPUTS[family]
         if model != "-":

@@ -75,6 +75,7 @@ fi
 
 # A torch other than the pinned one (e.g. your own CUDA build) is kept if it is recent enough.
 "$PY" tools/install/install_checks.py torch || exit 1
+"$PY" tools/install/install_checks.py disk "$("$PY" -c 'import sys; print(sys.prefix)')" || exit 1
 have_torch=$("$PY" -c 'import torch; print(torch.__version__)' 2>/dev/null || true)
 
 say "installing requirements (pinned in requirements/constraints.txt)"

@@ -2,9 +2,13 @@
 """Environment checks run by tools/install/install.sh before it installs anything.
 
 `python tools/install/install_checks.py python` checks the interpreter running it;
-`python tools/install/install_checks.py torch` checks the torch importable by it (if any).
+`python tools/install/install_checks.py torch` checks the torch importable by it (if any);
+`python tools/install/install_checks.py disk DIR` checks that DIR (the environment) has room for
+what the installer is about to add.
 Each prints a clear error and exits 1 when the environment cannot work.
 """
+import os
+import shutil
 import sys
 
 SUPPORTED_PYTHON = ((3, 10), (3, 13))  # torch 2.14.1 wheels; tested on 3.11
@@ -32,7 +36,31 @@ def check_torch(version_string):
     return None
 
 
-def main(what):
+# What `make install` adds to a fresh environment, measured (du -sh .venv after a fresh install,
+# x86_64): torch 2.14.1 with its CUDA libraries and triton 5.3 GB, the rest 1.7 GB. With torch
+# already there the rest is what is left to add.
+FRESH_ENV_GB = 7.0
+WITHOUT_TORCH_GB = 1.7
+
+
+def check_disk(path, free_bytes, torch_installed):
+    need = WITHOUT_TORCH_GB if torch_installed else FRESH_ENV_GB
+    free = free_bytes / 2**30
+    if free < need:
+        return (f"{path} has {free:.1f} GiB free; the install adds about {need:.1f} GiB there "
+                f"({'the project and the field libraries' if torch_installed else 'torch 2.14.1 with its CUDA libraries, detectron2 and the field libraries'}). "
+                "Free some space, or install elsewhere: VENV=/path/with/room make install.")
+    return None
+
+
+def _existing_parent(path):
+    path = os.path.abspath(path)
+    while not os.path.exists(path):
+        path = os.path.dirname(path)
+    return path
+
+
+def main(what, *args):
     if what == "python":
         error = check_python(sys.version_info)
     elif what == "torch":
@@ -41,8 +69,16 @@ def main(what):
         except ImportError:
             return 0  # the installer installs the pinned torch
         error = check_torch(torch.__version__)
+    elif what == "disk" and len(args) == 1:
+        try:
+            import torch  # noqa: F401
+            torch_installed = True
+        except ImportError:
+            torch_installed = False
+        where = _existing_parent(args[0])
+        error = check_disk(where, shutil.disk_usage(where).free, torch_installed)
     else:
-        raise SystemExit(f"usage: {sys.argv[0]} python|torch")
+        raise SystemExit(f"usage: {sys.argv[0]} python | torch | disk DIR")
     if error:
         print(f"[install] ERROR: {error}", file=sys.stderr)
         return 1
@@ -50,4 +86,4 @@ def main(what):
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else ""))
+    sys.exit(main(*(sys.argv[1:] or [""])))
