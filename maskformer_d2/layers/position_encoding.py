@@ -38,11 +38,17 @@ class PositionEmbeddingSine(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         """x: (B, C, H, W); mask: optional bool (B, H, W), True on padded pixels."""
+        b, h, w = x.shape[0], x.shape[2], x.shape[3]
         if mask is None:
-            mask = torch.zeros((x.shape[0], x.shape[2], x.shape[3]), device=x.device, dtype=torch.bool)
-        not_mask = ~mask
-        y_embed = not_mask.cumsum(1, dtype=torch.float32)
-        x_embed = not_mask.cumsum(2, dtype=torch.float32)
+            # Nothing masked: the counts are 1..H down a column and 1..W along a row (exact in
+            # float32), so the phases and their sin/cos are computed once per row and column,
+            # (H + W) x F instead of 2 x B x H x W x F, then broadcast.
+            y_embed = torch.arange(1, h + 1, dtype=torch.float32, device=x.device).view(1, h, 1)
+            x_embed = torch.arange(1, w + 1, dtype=torch.float32, device=x.device).view(1, 1, w)
+        else:
+            not_mask = ~mask
+            y_embed = not_mask.cumsum(1, dtype=torch.float32)
+            x_embed = not_mask.cumsum(2, dtype=torch.float32)
         if self.normalize:
             eps = 1e-6
             y_embed = y_embed / (y_embed[:, -1:, :] + eps) * self.scale
@@ -53,7 +59,8 @@ class PositionEmbeddingSine(nn.Module):
         dim_t = self.temperature ** (2 * torch.div(idx, 2, rounding_mode="floor") / self.num_pos_feats)
         pos_x = self._interleave_sin_cos(x_embed[:, :, :, None] / dim_t)
         pos_y = self._interleave_sin_cos(y_embed[:, :, :, None] / dim_t)
-        return torch.cat((pos_y, pos_x), dim=3).permute(0, 3, 1, 2)
+        shape = (b, h, w, self.num_pos_feats)
+        return torch.cat((pos_y.expand(shape), pos_x.expand(shape)), dim=3).permute(0, 3, 1, 2)
 
     @staticmethod
     def _interleave_sin_cos(phase: torch.Tensor) -> torch.Tensor:
