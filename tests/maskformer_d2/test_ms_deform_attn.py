@@ -226,3 +226,27 @@ def test_corner_weights_function_matches_composed_autograd():
     for g, r in zip(got_grads, ref_grads):
         torch.testing.assert_close(g, r, rtol=1e-12, atol=1e-12)
     assert (ref_grads[0] == 0).any() and (ref_grads[0].abs() > 0).any()
+
+
+def test_encoder_shared_ffn_buffer_is_bit_identical():
+    """At inference the deformable encoder writes every layer's FFN hidden layer into one shared
+    buffer: the same bits as each layer's own linear + ReLU (grad enabled takes that path)."""
+    from maskformer_d2.modeling.pixel_decoder.msdeformattn import MSDeformAttnTransformerEncoderOnly
+
+    torch.manual_seed(0)
+    enc = MSDeformAttnTransformerEncoderOnly(d_model=32, nhead=4, num_encoder_layers=3, dim_feedforward=48,
+                                             num_feature_levels=3, enc_n_points=2).eval()
+    for p in enc.parameters():
+        p.data.add_(torch.randn_like(p) * 0.05)
+    srcs = [torch.randn(2, 32, h, w) for h, w in [(4, 6), (8, 12), (16, 24)]]
+    pos = [torch.randn_like(x) for x in srcs]
+    assert enc.encoder._shared_ffn_buffer(torch.zeros(2, 10, 32)) is None  # grad enabled here
+    with torch.no_grad():
+        assert enc.encoder._shared_ffn_buffer(torch.zeros(2, 10, 32)).shape == (20, 48)
+        shared, _, _ = enc(srcs, pos)
+    with torch.enable_grad():
+        separate, _, _ = enc(srcs, pos)
+    assert torch.equal(shared, separate.detach())
+    enc.train()
+    with torch.no_grad():
+        assert enc.encoder._shared_ffn_buffer(torch.zeros(2, 10, 32)) is None  # dropout in training

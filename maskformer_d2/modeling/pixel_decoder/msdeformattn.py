@@ -43,13 +43,22 @@ class MSDeformAttnTransformerEncoderLayer(nn.Module):
         self.dropout3 = nn.Dropout(dropout)
         self.norm2 = nn.LayerNorm(d_model)
 
-    def forward(self, src, pos, reference_points, spatial_shapes, level_start_index, padding_mask=None):
+    def forward(self, src, pos, reference_points, spatial_shapes, level_start_index, padding_mask=None,
+                ffn_buffer: Optional[torch.Tensor] = None):
+        """ffn_buffer: optional (B * S, d_ffn) float32 tensor the FFN's hidden layer is written
+        into (inference with ReLU only; the encoder shares one across its layers)."""
         attn = self.self_attn(src + pos, reference_points, src, spatial_shapes, level_start_index, padding_mask)
         src = self.norm1(src + self.dropout1(attn))
-        hidden = self.linear1(src)
-        # ReLU in place (autograd allows it: the linear does not keep its output for backward,
-        # ReLU keeps its own): one (B, S, d_ffn) buffer fewer to allocate and fault in.
-        hidden = F.relu(hidden, inplace=True) if self.activation is F.relu else self.activation(hidden)
+        if ffn_buffer is not None:
+            # what linear1 computes (addmm of the flattened rows), into memory already faulted
+            # in: a fresh (B * S, d_ffn) result costs ~8 ms of page faults per layer at 512x512
+            hidden = torch.addmm(self.linear1.bias, src.reshape(-1, src.shape[-1]), self.linear1.weight.t(),
+                                 out=ffn_buffer).relu_().view(*src.shape[:-1], -1)
+        else:
+            hidden = self.linear1(src)
+            # ReLU in place (autograd allows it: the linear does not keep its output for
+            # backward, ReLU keeps its own): one (B, S, d_ffn) buffer fewer to allocate.
+            hidden = F.relu(hidden, inplace=True) if self.activation is F.relu else self.activation(hidden)
         ffn = self.linear2(self.dropout2(hidden))
         return self.norm2(src + self.dropout3(ffn))
 
@@ -85,10 +94,24 @@ class MSDeformAttnTransformerEncoder(nn.Module):
 
     def forward(self, src, spatial_shapes, level_start_index, valid_ratios, pos=None, padding_mask=None):
         reference_points = self.get_reference_points(spatial_shapes, valid_ratios, device=src.device)
+        ffn_buffer = self._shared_ffn_buffer(src)
         out = src
         for layer in self.layers:
-            out = layer(out, pos, reference_points, spatial_shapes, level_start_index, padding_mask)
+            out = layer(out, pos, reference_points, spatial_shapes, level_start_index, padding_mask,
+                        ffn_buffer=ffn_buffer)
         return out
+
+    def _shared_ffn_buffer(self, src: torch.Tensor) -> Optional[torch.Tensor]:
+        """One (B * S, d_ffn) buffer for every layer's FFN hidden layer, at inference: eval mode
+        (no dropout), eager, no autograd, no autocast, float32, ReLU FFNs. None otherwise (each
+        layer allocates its own)."""
+        first = self.layers[0] if len(self.layers) else None
+        if (first is None or self.training or torch.is_grad_enabled() or src.dtype != torch.float32
+                or torch.is_autocast_enabled(src.device.type)
+                or first.activation is not F.relu or first.linear1.weight.dtype != torch.float32
+                or torch.compiler.is_exporting() or torch.compiler.is_compiling() or torch.jit.is_tracing()):
+            return None
+        return src.new_empty(src.shape[0] * src.shape[1], first.linear1.out_features)
 
 
 class MSDeformAttnTransformerEncoderOnly(nn.Module):
