@@ -31,7 +31,7 @@ from torch import nn
 from segmentation_core.config_defaults import set_default
 from segmentation_core.precision import add_inference_precision_config
 
-__all__ = ["Acceleration", "add_acceleration_config"]
+__all__ = ["Acceleration", "add_acceleration_config", "capturing_graph"]
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +53,13 @@ def add_acceleration_config(cfg) -> None:
     set_default(cfg.MODEL.CHANNELS_LAST, "MODULES", [])
     # MODEL.INFERENCE_DTYPE / MODEL.INFERENCE_DTYPE_ALLOW_EMULATED (segmentation_core/precision.py)
     add_inference_precision_config(cfg)
+
+
+def capturing_graph() -> bool:
+    """True while ``torch.export`` (ONNX export), ``torch.compile`` or ``torch.jit.trace`` records
+    the model: eager-only shortcuts (strided slices whose factors would be baked into the graph,
+    ``out=`` buffers) must step aside for the plain ops, so the graph serves every input."""
+    return torch.compiler.is_exporting() or torch.compiler.is_compiling() or torch.jit.is_tracing()
 
 
 def _channels_last_pre_hook(module, args):

@@ -35,10 +35,15 @@ XDIST_GROUPS = {
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items):
     for item in items:
-        path = Path(str(item.fspath)).resolve().relative_to(REPO_ROOT).as_posix()
-        for prefix, group in XDIST_GROUPS.items():
-            if path.startswith(prefix):
-                item.add_marker(pytest.mark.xdist_group(group))
+        group = xdist_group_of(item)
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
+
+
+def xdist_group_of(item):
+    """The XDIST_GROUPS group of a collected test (by its file's path), or None."""
+    path = Path(str(item.fspath)).resolve().relative_to(REPO_ROOT).as_posix()
+    return next((group for prefix, group in XDIST_GROUPS.items() if path.startswith(prefix)), None)
 
 
 @pytest.fixture

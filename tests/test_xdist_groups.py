@@ -4,11 +4,10 @@ groups them by appending "@<group>" to the node id it sends its scheduler; a pyt
 where that rewrite has no effect (pytest 9.2 with xdist 3.8) splits every group silently, and
 the suite does each ONNX export and each DINOv2 training twice."""
 import os
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO_ROOT, XDIST_GROUPS
+from tests.conftest import xdist_group_of
 
 
 def _under_loadgroup(config) -> bool:
@@ -18,12 +17,8 @@ def _under_loadgroup(config) -> bool:
 def test_grouped_items_carry_their_group_in_the_node_id(request):
     if not _under_loadgroup(request.config):
         pytest.skip("only meaningful in a pytest-xdist worker run with --dist loadgroup (make test)")
-    grouped = {}
-    for item in request.session.items:
-        path = Path(str(item.fspath)).resolve().relative_to(REPO_ROOT).as_posix()
-        group = next((g for prefix, g in XDIST_GROUPS.items() if path.startswith(prefix)), None)
-        if group is not None:
-            grouped[item.nodeid] = group
+    grouped = {item.nodeid: xdist_group_of(item) for item in request.session.items}
+    grouped = {nodeid: group for nodeid, group in grouped.items() if group is not None}
     if not grouped:
         pytest.skip("no grouped test was collected in this run")
     wrong = [nodeid for nodeid, group in grouped.items() if not nodeid.endswith(f"@{group}")]

@@ -345,7 +345,9 @@ def _gather_at_pixels(value: torch.Tensor, shapes: List[Tuple[int, int]], x: tor
     level_view = (1, 1, 1, num_levels, 1)
     with_grad = torch.is_grad_enabled() and (x.requires_grad or y.requires_grad or attention_weights.requires_grad)
     raw_x, raw_y = x, y
-    with torch.set_grad_enabled(torch.is_grad_enabled() and not with_grad):
+    # no graph for the clamped coordinates and their floors: the indices need none, and with
+    # autograd the corner weights come from CornerWeights on the raw x, y
+    with torch.no_grad():
         x, y = _clamp_coordinates(x, widths), _clamp_coordinates(y, heights)
         x0, y0 = x.floor(), y.floor()
 

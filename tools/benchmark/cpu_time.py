@@ -20,13 +20,9 @@ import torch
 
 from tools.benchmark.families import batch_for, build_subjects, cfg_for
 from tools.benchmark.presets import get_preset
+from tools.benchmark.stats import percentile
 
 __all__ = ["cpu_time_pair", "main"]
-
-
-def _median(v: List[float]) -> float:
-    s = sorted(v)
-    return s[len(s) // 2] if len(s) % 2 else 0.5 * (s[len(s) // 2 - 1] + s[len(s) // 2])
 
 
 def cpu_time_pair(preset_name: str, size=None, network_reps: int = 5, train_reps: int = 3,
@@ -57,9 +53,9 @@ def cpu_time_pair(preset_name: str, size=None, network_reps: int = 5, train_reps
                 cpu[impl].append(1000 * (time.thread_time() - c))
                 wall[impl].append(1000 * (time.perf_counter() - w))
         res = {impl: {"cpu_ms": cpu[impl], "wall_ms": wall[impl]} for impl in fns}
-        res["speedup_cpu_median"] = _median(cpu["peer"]) / _median(cpu["ours"])
+        res["speedup_cpu_median"] = percentile(cpu["peer"], 50) / percentile(cpu["ours"], 50)
         res["speedup_cpu_min"] = min(cpu["peer"]) / min(cpu["ours"])
-        res["speedup_wall_median"] = _median(wall["peer"]) / _median(wall["ours"])
+        res["speedup_wall_median"] = percentile(wall["peer"], 50) / percentile(wall["ours"], 50)
         res["batch"] = batch
         out[case] = res
     return out
@@ -77,7 +73,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     res = cpu_time_pair(args.preset, args.size, args.network_reps, args.train_reps, args.train_batch)
     for case, r in res.items():
         print(f"{args.preset} {case} batch {r['batch']}, 1 thread: thread CPU time median "
-              f"ours {_median(r['ours']['cpu_ms']):.0f} ms, peer {_median(r['peer']['cpu_ms']):.0f} ms: "
+              f"ours {percentile(r['ours']['cpu_ms'], 50):.0f} ms, peer {percentile(r['peer']['cpu_ms'], 50):.0f} ms: "
               f"speed-up {r['speedup_cpu_median']:.2f}x (min/min {r['speedup_cpu_min']:.2f}x; "
               f"wall-clock median {r['speedup_wall_median']:.2f}x)")
     if args.json:

@@ -63,7 +63,8 @@ stamp_of() {
   cat requirements/requirements.txt requirements/constraints.txt tools/install/install.sh \
     tools/install/install_checks.py tools/install/install_detectron2.py setup.py | sha256sum | cut -d' ' -f1
 }
-STAMP_FILE="$("$PY" -c 'import sys; print(sys.prefix)')/.restr_d2_install_stamp"
+ENV_PREFIX=$("$PY" -c 'import sys; print(sys.prefix)')
+STAMP_FILE="$ENV_PREFIX/.restr_d2_install_stamp"
 want=$(stamp_of)
 check_env() {
   "$PY" -c "import torch, detectron2.engine, detectron2.projects.deeplab, restr_d2, maskformer_d2"
@@ -75,7 +76,7 @@ fi
 
 # A torch other than the pinned one (e.g. your own CUDA build) is kept if it is recent enough.
 "$PY" tools/install/install_checks.py torch || exit 1
-"$PY" tools/install/install_checks.py disk "$("$PY" -c 'import sys; print(sys.prefix)')" || exit 1
+"$PY" tools/install/install_checks.py disk "$ENV_PREFIX" || exit 1
 have_torch=$("$PY" -c 'import torch; print(torch.__version__)' 2>/dev/null || true)
 
 say "installing requirements (pinned in requirements/constraints.txt)"

@@ -7,6 +7,7 @@
 what the installer is about to add.
 Each prints a clear error and exits 1 when the environment cannot work.
 """
+import importlib.util
 import os
 import shutil
 import sys
@@ -70,13 +71,9 @@ def main(what, *args):
             return 0  # the installer installs the pinned torch
         error = check_torch(torch.__version__)
     elif what == "disk" and len(args) == 1:
-        try:
-            import torch  # noqa: F401
-            torch_installed = True
-        except ImportError:
-            torch_installed = False
         where = _existing_parent(args[0])
-        error = check_disk(where, shutil.disk_usage(where).free, torch_installed)
+        # find_spec: whether torch is there, without the seconds importing it takes
+        error = check_disk(where, shutil.disk_usage(where).free, importlib.util.find_spec("torch") is not None)
     else:
         raise SystemExit(f"usage: {sys.argv[0]} python | torch | disk DIR")
     if error:

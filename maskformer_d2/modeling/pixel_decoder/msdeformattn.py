@@ -11,6 +11,8 @@ from detectron2.config import configurable
 from detectron2.layers import Conv2d, ShapeSpec
 from torch import nn
 
+from segmentation_core.acceleration import capturing_graph
+
 from ...layers import MSDeformAttn, PositionEmbeddingSine, get_activation_fn
 from ...layers.transformer import clone_layers
 from .build import PIXEL_DECODER_REGISTRY
@@ -109,7 +111,7 @@ class MSDeformAttnTransformerEncoder(nn.Module):
         if (first is None or self.training or torch.is_grad_enabled() or src.dtype != torch.float32
                 or torch.is_autocast_enabled(src.device.type)
                 or first.activation is not F.relu or first.linear1.weight.dtype != torch.float32
-                or torch.compiler.is_exporting() or torch.compiler.is_compiling() or torch.jit.is_tracing()):
+                or capturing_graph()):
             return None
         return src.new_empty(src.shape[0] * src.shape[1], first.linear1.out_features)
 

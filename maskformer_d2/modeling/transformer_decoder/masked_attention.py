@@ -9,6 +9,8 @@ from detectron2.config import configurable
 from detectron2.layers import Conv2d
 from torch import nn
 
+from segmentation_core.acceleration import capturing_graph
+
 from ...layers import MLP, MultiheadAttention, PositionEmbeddingSine, get_activation_fn
 from .build import TRANSFORMER_DECODER_REGISTRY
 
@@ -37,7 +39,7 @@ def downsample_bilinear(x: torch.Tensor, size) -> torch.Tensor:
     the CPU kernel's order (top-left, top-right, bottom-left, bottom-right). The kernel copies
     its whole input first (a Q x H/4 x W/4 clone per decoder layer); the slices read only the
     taps. Other sizes go to ``F.interpolate``."""
-    if torch.compiler.is_exporting() or torch.compiler.is_compiling() or torch.jit.is_tracing():
+    if capturing_graph():
         # a traced graph must serve every input size: the slices' factors would be baked in
         return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
     h, w = x.shape[-2:]

@@ -199,21 +199,19 @@ class ReSTR(nn.Module):
     def forward(self, batched_inputs: List[Dict]):
         sentences = [x["sentence"] for x in batched_inputs]
         images = self.preprocess_images(batched_inputs)
-        if self.training:
-            outputs = self.predict(images.tensor, sentences)
-        else:
+        if not self.training:
             outputs = self.inference_precision.run(self.predict, images.tensor, sentences,
                                                    device_type=images.tensor.device.type)
-        if self.training:
-            H, W = images.tensor.shape[-2:]
-            gt = images.tensor.new_zeros((len(batched_inputs), 1, H, W))
-            for i, x in enumerate(batched_inputs):
-                if "gt_mask" not in x:
-                    raise ValueError("training needs 'gt_mask' in every input (referring mapper)")
-                m = x["gt_mask"].to(self.device)
-                gt[i, 0, : m.shape[-2], : m.shape[-1]] = m.float()
-            return self.losses(outputs, gt)
-        return self.postprocess(outputs["pixel_logits"], batched_inputs, images)
+            return self.postprocess(outputs["pixel_logits"], batched_inputs, images)
+        outputs = self.predict(images.tensor, sentences)
+        H, W = images.tensor.shape[-2:]
+        gt = images.tensor.new_zeros((len(batched_inputs), 1, H, W))
+        for i, x in enumerate(batched_inputs):
+            if "gt_mask" not in x:
+                raise ValueError("training needs 'gt_mask' in every input (referring mapper)")
+            m = x["gt_mask"].to(self.device)
+            gt[i, 0, : m.shape[-2], : m.shape[-1]] = m.float()
+        return self.losses(outputs, gt)
 
     def preprocess_images(self, batched_inputs: List[Dict]) -> ImageList:
         """Normalised images padded to the patch size: (B, 3, H, W) with one image per input,
