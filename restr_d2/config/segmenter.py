@@ -46,6 +46,9 @@ def add_vit_config(cfg: CN) -> None:
     # token count differs (official Segmenter). Given (DINOv2 checkpoints: [37, 37]): resized
     # whenever the input grid differs, with POS_EMBED_INTERP ("bicubic" for DINOv2)
     set_default(vit, "POS_EMBED_GRID", [])
+    # True: the ViT is a fixed feature extractor (a pretrained one, linear-probe style): no
+    # gradient, no optimizer state, always in eval mode; the heads after it train as usual
+    set_default(vit, "FREEZE", False)
     # Mask2Former on a plain ViT (D2ViTSimpleFeaturePyramid): output channels of each level
     set_default(vit, "SFP_OUT_CHANNELS", 256)
     # its levels (strides 4, 8, 16, 32), named as the ResNet stages the pixel decoders expect

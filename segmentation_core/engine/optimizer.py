@@ -108,8 +108,11 @@ def build_optimizer(cfg, model):
     optimizer = cls(groups, cfg.SOLVER.BASE_LR, **kwargs)
     if not full_model:
         optimizer = maybe_add_gradient_clipping(cfg, optimizer)
+    trained = sum(p.numel() for g in groups for p in g["params"])
+    frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
     logger.info(
-        f"Optimizer {type(optimizer).__name__}: {len(groups)} parameter groups, base lr "
+        f"Optimizer {type(optimizer).__name__}: {len(groups)} parameter groups "
+        f"({trained / 1e6:.2f} M parameters trained, {frozen / 1e6:.2f} M frozen), base lr "
         f"{cfg.SOLVER.BASE_LR}, backbone x{cfg.SOLVER.BACKBONE_MULTIPLIER}, weight decay "
         f"{cfg.SOLVER.WEIGHT_DECAY} (norm {cfg.SOLVER.WEIGHT_DECAY_NORM}, embedding "
         f"{cfg.SOLVER.WEIGHT_DECAY_EMBED}, 0 for {list(cfg.SOLVER.NO_WEIGHT_DECAY_KEYS)}), "

@@ -21,6 +21,8 @@ def vit_kwargs_from_config(cfg) -> Dict:
     """``VisionTransformer`` keyword arguments from ``MODEL.VIT.*`` (shared by the detectron2
     backbone and ReSTR's vision encoder)."""
     v = cfg.MODEL.VIT
+    if v.FREEZE:
+        logger.info("ViT frozen (MODEL.VIT.FREEZE): its parameters are not trained, dropout and drop path are off")
     return dict(
         image_size=tuple(v.IMAGE_SIZE),
         patch_size=v.PATCH_SIZE,
@@ -39,6 +41,7 @@ def vit_kwargs_from_config(cfg) -> Dict:
         norm_eps=v.NORM_EPS,
         num_register_tokens=v.NUM_REGISTER_TOKENS,
         pos_embed_grid=tuple(v.POS_EMBED_GRID) or None,
+        freeze=v.FREEZE,
     )
 
 

@@ -105,6 +105,7 @@ class VisionTransformer(nn.Module):
         norm_eps: float = 1e-5,
         num_register_tokens: int = 0,
         pos_embed_grid: Optional[Sequence[int]] = None,
+        freeze: bool = False,
     ):
         """
         Args:
@@ -128,6 +129,10 @@ class VisionTransformer(nn.Module):
                 DINOv2 checkpoint (518 / 14) kept as released. None (default): the grid of
                 ``image_size``, resized only when the token count differs (official Segmenter);
                 given: resized whenever the input grid differs from it (DINOv2 rule).
+            freeze: a fixed feature extractor (pretrained ViT, linear-probe style): every
+                parameter gets ``requires_grad=False`` (optimizers built from trainable
+                parameters skip them) and the module stays in eval mode (no dropout, no drop
+                path) when the model is put in training mode.
         """
         super().__init__()
         if isinstance(image_size, int):
@@ -193,6 +198,14 @@ class VisionTransformer(nn.Module):
         self.norm = nn.LayerNorm(embed_dim, eps=norm_eps)
         self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
         self.reset_parameters()
+        self.frozen = bool(freeze)
+        if self.frozen:
+            self.requires_grad_(False)
+            self.eval()
+
+    def train(self, mode: bool = True):
+        # a frozen ViT is a fixed function of its input: dropout and drop path stay off
+        return super().train(mode and not self.frozen)
 
     def reset_parameters(self) -> None:
         trunc_normal_(self.pos_embed, std=0.02)
