@@ -9,7 +9,8 @@ __all__ = ["UpsampleBlock", "CoarseToFineDecoder"]
 
 class UpsampleBlock(nn.Module):
     """(B, C_in, h, w) -> (B, C_out, 2h, 2w): bilinear x2 (align_corners=True) -> 1x1 conv
-    (no bias) -> LeakyReLU(0.01). Keys ``up.1.weight`` as the official ``uplinearBlock``."""
+    (no bias) -> LeakyReLU(0.01), computed as conv -> bilinear -> LeakyReLU (the same function,
+    see ``forward``). Keys ``up.1.weight`` as the official ``uplinearBlock``."""
 
     def __init__(self, in_channels: int, out_channels: int):
         super().__init__()
@@ -20,7 +21,12 @@ class UpsampleBlock(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.up(x)
+        upsample, conv, act = self.up
+        # The official order is upsample -> conv. A 1x1 conv mixes channels and the bilinear
+        # upsampling mixes pixels: both are linear, so they commute, and running the conv first
+        # does its work at h x w instead of 2h x 2w (4x fewer FLOPs) and upsamples C_out = C_in / 2
+        # channels; the result equals the official one up to float rounding.
+        return act(upsample(conv(x)))
 
 
 class CoarseToFineDecoder(nn.ModuleList):
