@@ -164,7 +164,7 @@ def test_segmenter_dinov2_300_iterations(tmp_path):
 def test_mask2former_dinov2_1000_iterations(tmp_path):
     """docs/results_shapes.md: the config's 1000 iterations on the frozen converted ViT measured
     PQ 60.3 / PQ_th 33.9 on shapes_panoptic_val (the issue's target 60 / 30; the same config from
-    scratch SCRATCH_FIGURES); the bounds leave room for platform differences and still fail a run
+    scratch 45.2 / 10.2); the bounds leave room for platform differences and still fail a run
     whose pretrained ViT did not load or was not used (~26 min on one thread)."""
     metrics = _train_full_schedule(tmp_path, "mask2former_dinov2_s14_panoptic.yaml")
     panoptic = metrics["panoptic_seg"]
