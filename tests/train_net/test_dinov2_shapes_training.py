@@ -161,6 +161,7 @@ def test_segmenter_dinov2_300_iterations(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3 * 3600)  # pytest.ini's 600 s is for the fast suite; this run takes ~26 min
 def test_mask2former_dinov2_1000_iterations(tmp_path):
     """docs/results_shapes.md: the config's 1000 iterations on the frozen converted ViT measured
     PQ 60.3 / PQ_th 33.9 on shapes_panoptic_val (the issue's target 60 / 30; the same config from
