@@ -49,6 +49,10 @@ def add_vit_config(cfg: CN) -> None:
     # True: the ViT is a fixed feature extractor (a pretrained one, linear-probe style): no
     # gradient, no optimizer state, always in eval mode; the heads after it train as usual
     set_default(vit, "FREEZE", False)
+    # > 0 (needs FREEZE): keep up to this many MiB of the frozen ViT's per-image features and
+    # reuse them when the same input image comes again (ReSTR; restr_d2/modeling/backbone/
+    # feature_cache.py); 0: off
+    set_default(vit, "FEATURE_CACHE_MB", 0)
     # Mask2Former on a plain ViT (D2ViTSimpleFeaturePyramid): output channels of each level
     set_default(vit, "SFP_OUT_CHANNELS", 256)
     # its levels (strides 4, 8, 16, 32), named as the ResNet stages the pixel decoders expect

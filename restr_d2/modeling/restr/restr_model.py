@@ -20,6 +20,7 @@ from segmentation_core.precision import InferencePrecision
 from segmentation_core.checkpoint_policy import require_complete_weights, weights_strict_from_cfg
 
 from ..backbone.d2_vit import vit_kwargs_from_config
+from ..backbone.feature_cache import FrozenFeatureCache
 from ..backbone.vit import VisionTransformer
 from ..language.blocks import init_restr_weights
 from ..language.build import build_language_encoder
@@ -73,6 +74,7 @@ class ReSTR(nn.Module):
         weights_strict: bool = True,
         resize_pixel_logits: bool = False,
         inference_precision: Optional[InferencePrecision] = None,
+        feature_cache_mb: float = 0,
     ):
         """
         Args:
@@ -91,6 +93,8 @@ class ReSTR(nn.Module):
                 align_corners=False) when they differ: patch sizes that are not a power of two.
             inference_precision: the dtype of ``predict`` in eval mode (``MODEL.INFERENCE_DTYPE``;
                 default float32); post-processing is float32 either way.
+            feature_cache_mb: > 0: memoise the frozen ``encoder_v``'s per-image features up to
+                this many MiB (``FrozenFeatureCache``); needs ``encoder_v.frozen``.
         """
         super().__init__()
         if pad_layout not in PAD_LAYOUTS:
@@ -107,6 +111,16 @@ class ReSTR(nn.Module):
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
         self.inference_precision = inference_precision or InferencePrecision()
+        self.feature_cache = None
+        if feature_cache_mb > 0:
+            if not encoder_v.frozen:
+                raise ValueError(
+                    f"MODEL.VIT.FEATURE_CACHE_MB={feature_cache_mb} needs a frozen vision encoder: a ViT that "
+                    f"trains changes its features every step. Set MODEL.VIT.FREEZE True, or FEATURE_CACHE_MB 0"
+                )
+            self.feature_cache = FrozenFeatureCache(lambda x: self.encoder_v.forward_features(x), int(feature_cache_mb * 2**20), "ViT")
+            logger.info(f"ReSTR ViT feature cache on (MODEL.VIT.FEATURE_CACHE_MB {feature_cache_mb}): the frozen ViT "
+                        f"runs once per distinct input image, one image at a time")
         require_complete_weights(self, strict=weights_strict)
         if acceleration is not None:
             acceleration.apply(self, image_encoder="encoder_v", image_encoder_entry="forward_features")
@@ -146,6 +160,7 @@ class ReSTR(nn.Module):
             weights_strict=weights_strict_from_cfg(cfg),
             resize_pixel_logits=bool(r.DECODER.RESIZE_TO_INPUT and r.DECODER.ENABLED),
             inference_precision=InferencePrecision.from_config(cfg),
+            feature_cache_mb=cfg.MODEL.VIT.FEATURE_CACHE_MB,
         )
 
     @property
@@ -179,7 +194,10 @@ class ReSTR(nn.Module):
         if images.shape[0] not in (1, num_sentences):
             raise ValueError(f"{num_sentences} sentences for {images.shape[0]} images")
         lang = self.encoder_l(**tokens)
-        feats = self.encoder_v.forward_features(images)
+        if self.feature_cache is not None:
+            feats = self.feature_cache(images)
+        else:
+            feats = self.encoder_v.forward_features(images)
         if feats.shape[0] != num_sentences:
             feats = feats.expand(num_sentences, -1, -1)
         grid = (images.shape[-2] // self.patch_size, images.shape[-1] // self.patch_size)
