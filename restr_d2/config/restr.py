@@ -82,6 +82,12 @@ def add_restr_config(cfg: CN) -> None:
     set_default(f, "DROP_PATH_RATE", 0.1)
     # official --is_shared: one block per encoder applied NUM_LAYERS times
     set_default(f, "SHARE_WEIGHTS", False)
+    # normalisation of the projected vision and language tokens before the fusion blocks:
+    # "none" (official) or "layernorm" (parameter-free, no new keys). Official: the tokens enter
+    # at norm ~0.3 (L2-normalised, trunc-normal .02 projection) while each block's residual
+    # branch adds norm ~1, so the first, near-uniform attention averages the patches into one
+    # another and grounding waits for the projection to grow (restr_d2/modeling/restr/fusion.py)
+    set_default(f, "INPUT_NORM", "none")
 
     set_default(r, "DECODER", CN())
     # official --no_decoder = ENABLED False (then set PATCH_WEIGHT 0 as the official trainer)
