@@ -121,6 +121,8 @@ class ReSTR(nn.Module):
             self.feature_cache = FrozenFeatureCache(lambda x: self.encoder_v.forward_features(x), int(feature_cache_mb * 2**20), "ViT")
             logger.info(f"ReSTR ViT feature cache on (MODEL.VIT.FEATURE_CACHE_MB {feature_cache_mb}): the frozen ViT "
                         f"runs once per distinct input image, one image at a time")
+            # new weights make every cached feature stale (e.g. a checkpoint loaded after an evaluation)
+            self.register_load_state_dict_post_hook(lambda module, incompatible: module.feature_cache.clear())
         require_complete_weights(self, strict=weights_strict)
         if acceleration is not None:
             acceleration.apply(self, image_encoder="encoder_v", image_encoder_entry="forward_features")

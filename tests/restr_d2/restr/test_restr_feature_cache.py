@@ -112,6 +112,10 @@ def test_restr_with_the_cache_gives_the_same_outputs_losses_and_gradients(small)
     assert cached.feature_cache.hits == 4
     # nothing new in the state dict
     assert set(cached.state_dict()) == set(plain.state_dict())
+    # loading weights empties the cache: features of the old ViT would be silently stale
+    assert len(cached.feature_cache) == 2
+    cached.load_state_dict(plain.state_dict())
+    assert len(cached.feature_cache) == 0 and cached.feature_cache.nbytes == 0
 
 
 def test_cache_without_a_frozen_vit_is_refused_with_the_fix(small):
