@@ -33,9 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-import maskformer_d2  # noqa: F401,E402  (registers everything)
+import maskformer_d2  # noqa: F401  (registers everything)
 import restr_d2  # noqa: F401,E402
 from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
 from detectron2.data import DatasetCatalog  # noqa: E402
