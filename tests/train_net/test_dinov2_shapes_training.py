@@ -155,6 +155,7 @@ def _train_full_schedule(tmp_path, cfg_name, opts=()):
             header = text.split(",")
         else:
             metrics[task] = dict(zip(header, map(float, text.split(","))))
+    print(f"{cfg_name}: {metrics}")  # shown with pytest -rP: the figure, not only pass/fail
     return metrics
 
 
