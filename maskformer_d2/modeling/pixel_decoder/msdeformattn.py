@@ -62,7 +62,7 @@ class MSDeformAttnTransformerEncoderLayer(nn.Module):
             # 2-D (B * S, d_ffn) result, not on the 3-D view a 3-D linear returns: in place on a
             # view, autograd's backward copies the whole gradient twice and fills a zero buffer
             # (CopySlices; ~100 ms per layer of a 2 x 512 x 512 training step, same numbers).
-            # (through the module, so its hooks still see it)
+            # Through the module, so its forward hooks still see it.
             hidden = self.linear1(src.reshape(-1, src.shape[-1])).relu_().view(*src.shape[:-1], -1)
         else:
             hidden = self.activation(self.linear1(src))
