@@ -97,6 +97,10 @@ def _add_common(cfg: CN) -> None:
     set_default(mf, "OVERSAMPLE_RATIO", 3.0)
     set_default(mf, "IMPORTANCE_SAMPLE_RATIO", 0.75)
     set_default(mf, "POINT_LOSS", "sigmoid_ce")  # ours: "sigmoid_ce" | "focal"
+    # ours: Mask2Former training computes the per-layer mask logits without autograd and the
+    # criterion recomputes the matched queries' masks with it (same losses and gradients up to
+    # float summation order, less backward work); False: every query's masks with autograd
+    set_default(mf, "MATCHED_MASK_GRAD", True)
 
     head = cfg.MODEL.SEM_SEG_HEAD
     set_default(head, "MASK_DIM", 256)

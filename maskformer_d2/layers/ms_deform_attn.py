@@ -192,12 +192,14 @@ class WeightedRowSum(torch.autograd.Function):
                     "cannot serve every corner (shifts must be per-level constants)"
                 )
         if ctx.needs_input_grad[3]:
-            # d out[b] / d weights[b, k] = table[rows[b, k]]: the built-in per-sample backward.
+            # d out[b] / d weights[b, k] = table[rows[b, k]]: the built-in per-sample backward,
+            # called directly (through autograd it would first rerun the forward gather)
             rows = WeightedRowSum.rows(base, shifts)
-            with torch.enable_grad():
-                w = weights.detach().reshape(rows.shape[0], -1).requires_grad_(True)
-                out = F.embedding_bag(rows, table.detach(), per_sample_weights=w, mode="sum")
-                grad_weights = torch.autograd.grad(out, w, grad_out)[0].view_as(weights)
+            bags, bag_size = rows.shape
+            offsets = torch.arange(0, bags * bag_size, bag_size, dtype=rows.dtype, device=rows.device)
+            grad_weights = torch.ops.aten._embedding_bag_per_sample_weights_backward(
+                grad_out.contiguous(), table, rows.reshape(-1), offsets, offsets.new_empty(0), 0
+            ).view_as(weights)
         return grad_table, None, None, grad_weights
 
 

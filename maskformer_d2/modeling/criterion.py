@@ -119,8 +119,7 @@ class SetCriterion(nn.Module):
         return {"loss_ce": loss}
 
     def loss_masks(self, outputs, targets, indices: Indices, num_masks: float) -> Dict[str, torch.Tensor]:
-        batch_idx, src_idx = self._src_permutation_idx(indices)
-        src = outputs["pred_masks"][batch_idx, src_idx]  # (M, H, W)
+        src = self._matched_mask_logits(outputs, indices)  # (M, H, W)
         tgt = self._matched_target_masks(targets, indices, src)  # (M, Ht, Wt)
         if self.num_points is not None:
             with torch.no_grad():
@@ -146,6 +145,29 @@ class SetCriterion(nn.Module):
         batch_idx = torch.cat([torch.full_like(src, i) for i, (src, _) in enumerate(indices)])
         src_idx = torch.cat([src for src, _ in indices])
         return batch_idx, src_idx
+
+    def _matched_mask_logits(self, outputs, indices: Indices) -> torch.Tensor:
+        """The matched queries' mask logits (M, H, W), image by image in matched order. From
+        ``pred_masks``, or, where the decoder computed those without autograd
+        (``MultiScaleMaskedTransformerDecoder(matched_mask_grad=True)`` in training), recomputed
+        from ``pred_mask_embed`` (B, Q, C) and ``mask_features`` (B, C, H, W) for the matched
+        queries only: the gradient an unmatched query's mask would get is zero."""
+        if "pred_mask_embed" not in outputs:
+            batch_idx, src_idx = self._src_permutation_idx(indices)
+            return outputs["pred_masks"][batch_idx, src_idx]
+        embed, features = outputs["pred_mask_embed"], outputs["mask_features"]
+        counts = [len(src) for src, _ in indices]
+        # One bmm over the batch with each image's matched embeddings padded to the largest
+        # count: its backward yields the (B, C, H, W) feature gradient in one piece, where
+        # per-image products would each scatter into a zero tensor of that size.
+        slots = embed.new_zeros((len(indices), max(max(counts), 1)), dtype=torch.int64)
+        for b, (src, _) in enumerate(indices):
+            slots[b, : len(src)] = src.to(embed.device)
+        picked = embed.gather(1, slots[..., None].expand(-1, -1, embed.shape[-1]))  # (B, Mmax, C)
+        masks = torch.bmm(picked, features.flatten(2)).view(*slots.shape, *features.shape[-2:])
+        batch_idx = torch.cat([torch.full((n,), b, dtype=torch.int64) for b, n in enumerate(counts)])
+        slot_idx = torch.cat([torch.arange(n) for n in counts])
+        return masks[batch_idx.to(embed.device), slot_idx.to(embed.device)]
 
     @staticmethod
     def _matched_target_masks(targets, indices: Indices, like: torch.Tensor) -> torch.Tensor:
@@ -177,7 +199,8 @@ class SetCriterion(nn.Module):
         """
         Args:
             outputs: ``pred_logits`` (B, Q, K+1), ``pred_masks`` (B, Q, H, W) and optionally
-                ``aux_outputs``: list of dicts with the same two keys.
+                ``aux_outputs``: list of dicts with the same two keys; each may also carry
+                ``pred_mask_embed`` and ``mask_features`` (see ``_matched_mask_logits``).
             targets: per image ``labels`` int64 (N,), ``masks`` (N, H', W').
 
         Returns:

@@ -128,6 +128,15 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
 
     Shapes: x[i] (B, C_in, H_i, W_i); mask_features (B, mask_dim, H, W) ->
     pred_logits (B, Q, K+1), pred_masks (B, Q, H, W).
+
+    Training (``matched_mask_grad``, on by default): the mask loss reaches only the queries the
+    matcher assigns to a target (an unmatched query's mask gets a zero gradient), while the
+    matcher and the next block's attention mask read every query's mask without gradient. So
+    the (B, Q, H, W) mask logits are computed without autograd, and each prediction also
+    carries ``pred_mask_embed`` (B, Q, mask_dim) and ``mask_features`` from which the criterion
+    recomputes the matched masks with gradients: the same losses and gradients up to float
+    summation order, without the backward of a Q-query einsum at 1/4 resolution per layer.
+    Inference and ``matched_mask_grad=False`` compute the masks with autograd as before.
     """
 
     _version = 2
@@ -147,8 +156,10 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         pre_norm: bool,
         mask_dim: int,
         enforce_input_project: bool,
+        matched_mask_grad: bool = True,
     ):
         super().__init__()
+        self.matched_mask_grad = matched_mask_grad
         if not mask_classification:
             raise ValueError("MultiScaleMaskedTransformerDecoder only supports mask classification "
                              "(mask_classification=True).")
@@ -205,6 +216,7 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
             "pre_norm": mf.PRE_NORM,
             "enforce_input_project": mf.ENFORCE_INPUT_PROJ,
             "mask_dim": cfg.MODEL.SEM_SEG_HEAD.MASK_DIM,
+            "matched_mask_grad": mf.MATCHED_MASK_GRAD,
         }
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
@@ -238,10 +250,14 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         query_embed = self.query_embed.weight.unsqueeze(0).expand(bs, -1, -1)
         output = self.query_feat.weight.unsqueeze(0).expand(bs, -1, -1)
 
-        predictions_class, predictions_mask = [], []
-        outputs_class, outputs_mask, attn_mask = self.forward_prediction_heads(output, mask_features, sizes[0])
+        # training: full-size masks without autograd, matched ones recomputed by the criterion
+        lazy = self.matched_mask_grad and self.training and torch.is_grad_enabled()
+        predictions_class, predictions_mask, predictions_embed = [], [], []
+        outputs_class, outputs_mask, attn_mask, mask_embed = self.forward_prediction_heads(
+            output, mask_features, sizes[0], lazy)
         predictions_class.append(outputs_class)
         predictions_mask.append(outputs_mask)
+        predictions_embed.append(mask_embed)
 
         for i in range(self.num_layers):
             level = i % self.num_feature_levels
@@ -254,28 +270,32 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
             )
             output = self.transformer_self_attention_layers[i](output, query_pos=query_embed)
             output = self.transformer_ffn_layers[i](output)
-            outputs_class, outputs_mask, attn_mask = self.forward_prediction_heads(
-                output, mask_features, sizes[(i + 1) % self.num_feature_levels])
+            outputs_class, outputs_mask, attn_mask, mask_embed = self.forward_prediction_heads(
+                output, mask_features, sizes[(i + 1) % self.num_feature_levels], lazy)
             predictions_class.append(outputs_class)
             predictions_mask.append(outputs_mask)
+            predictions_embed.append(mask_embed)
 
-        return {
-            "pred_logits": predictions_class[-1],
-            "pred_masks": predictions_mask[-1],
-            "aux_outputs": self._set_aux_loss(predictions_class, predictions_mask),
-        }
+        predictions = [{"pred_logits": c, "pred_masks": m} for c, m in zip(predictions_class, predictions_mask)]
+        if lazy:
+            for p, e in zip(predictions, predictions_embed):
+                p.update(pred_mask_embed=e, mask_features=mask_features)
+        return {**predictions[-1], "aux_outputs": predictions[:-1]}
 
-    def forward_prediction_heads(self, output: torch.Tensor, mask_features: torch.Tensor, attn_mask_target_size):
-        """output (B, Q, C) -> class logits (B, Q, K+1), mask logits (B, Q, H, W) and the next
-        attention mask, bool (B, 1, Q, h*w) at ``attn_mask_target_size`` (True = blocked)."""
+    def forward_prediction_heads(self, output: torch.Tensor, mask_features: torch.Tensor, attn_mask_target_size,
+                                 lazy: bool = False):
+        """output (B, Q, C) -> class logits (B, Q, K+1), mask logits (B, Q, H, W), the next
+        attention mask, bool (B, 1, Q, h*w) at ``attn_mask_target_size`` (True = blocked), and
+        the mask embeddings (B, Q, mask_dim). ``lazy``: the mask logits without autograd."""
         decoder_output = self.decoder_norm(output)
         outputs_class = self.class_embed(decoder_output)
-        outputs_mask = torch.einsum("bqc,bchw->bqhw", self.mask_embed(decoder_output), mask_features)
+        mask_embed = self.mask_embed(decoder_output)
+        if lazy:
+            with torch.no_grad():
+                outputs_mask = torch.einsum("bqc,bchw->bqhw", mask_embed, mask_features)
+        else:
+            outputs_mask = torch.einsum("bqc,bchw->bqhw", mask_embed, mask_features)
         attn_mask = downsample_bilinear(outputs_mask.detach(), attn_mask_target_size)
         # Same for every head: one (B, 1, Q, HW) mask broadcast over heads.
         attn_mask = (attn_mask.sigmoid().flatten(2).unsqueeze(1) < 0.5).detach()
-        return outputs_class, outputs_mask, attn_mask
-
-    @staticmethod
-    def _set_aux_loss(outputs_class, outputs_masks) -> List[Dict[str, torch.Tensor]]:
-        return [{"pred_logits": a, "pred_masks": b} for a, b in zip(outputs_class[:-1], outputs_masks[:-1])]
+        return outputs_class, outputs_mask, attn_mask, mask_embed

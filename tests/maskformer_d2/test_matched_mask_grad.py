@@ -1,0 +1,117 @@
+"""MODEL.MASK_FORMER.MATCHED_MASK_GRAD: in training, the Mask2Former decoder computes every
+query's mask logits without autograd and the criterion recomputes the matched queries' masks
+with it. Same losses and gradients as the masks-with-autograd path (up to float summation
+order); inference outputs unchanged."""
+import pytest
+import torch
+
+from maskformer_d2.modeling.criterion import SetCriterion
+from maskformer_d2.modeling.matcher import HungarianMatcher
+from maskformer_d2.modeling.transformer_decoder.masked_attention import MultiScaleMaskedTransformerDecoder
+
+
+def _decoder(matched_mask_grad):
+    torch.manual_seed(0)
+    return MultiScaleMaskedTransformerDecoder(
+        16, num_classes=5, hidden_dim=32, num_queries=12, nheads=4, dim_feedforward=64, dec_layers=3,
+        pre_norm=False, mask_dim=16, enforce_input_project=False, matched_mask_grad=matched_mask_grad)
+
+
+def _inputs():
+    g = torch.Generator().manual_seed(1)
+    x = [torch.randn(2, 16, 4 * 2**i, 5 * 2**i, generator=g) for i in range(3)]
+    mask_features = torch.randn(2, 16, 32, 40, generator=g)
+    targets = []
+    for n in (3, 1):  # unequal counts: the criterion pads the per-image matched embeddings
+        masks = torch.zeros(n, 128, 160)
+        for k in range(n):
+            y, x0 = torch.randint(0, 90, (2,), generator=g).tolist()
+            masks[k, y:y + 30, x0:x0 + 50] = 1
+        targets.append({"labels": torch.randint(0, 5, (n,), generator=g), "masks": masks})
+    return x, mask_features, targets
+
+
+def _criterion():
+    matcher = HungarianMatcher(2.0, 5.0, 5.0, num_points=300)
+    return SetCriterion(5, matcher, {}, 0.1, ["labels", "masks"], num_points=300)
+
+
+def _train_step(matched_mask_grad):
+    decoder, criterion = _decoder(matched_mask_grad).train(), _criterion()
+    x, mask_features, targets = _inputs()
+    x = [t.requires_grad_() for t in x]
+    mask_features.requires_grad_()
+    torch.manual_seed(2)  # the matcher's and the criterion's point draws
+    outputs = decoder(x, mask_features)
+    losses = criterion(outputs, targets)
+    sum(losses.values()).backward()
+    grads = {n: p.grad for n, p in decoder.named_parameters()}
+    grads.update(mask_features=mask_features.grad, **{f"x{i}": t.grad for i, t in enumerate(x)})
+    return outputs, losses, grads
+
+
+def test_matched_mask_path_gives_the_same_losses_and_gradients():
+    full_out, full_losses, full_grads = _train_step(False)
+    lazy_out, lazy_losses, lazy_grads = _train_step(True)
+    assert sorted(lazy_losses) == sorted(full_losses) and len(full_losses) == 12  # 4 layers x 3 losses
+    for k in full_losses:
+        torch.testing.assert_close(lazy_losses[k], full_losses[k], rtol=1e-6, atol=1e-6, msg=k)
+    assert full_grads.keys() == lazy_grads.keys()
+    for k in full_grads:
+        assert full_grads[k] is not None and lazy_grads[k] is not None, k
+        torch.testing.assert_close(lazy_grads[k], full_grads[k], rtol=1e-5, atol=1e-6, msg=k)
+    # the unmatched queries' masks get no loss gradient either way: the mask features' gradient
+    # is not zero (it comes from the matched masks)
+    assert lazy_grads["mask_features"].abs().sum() > 0
+    # the mask logits themselves are the same numbers, computed without autograd
+    torch.testing.assert_close(lazy_out["pred_masks"], full_out["pred_masks"].detach(), rtol=0, atol=0)
+    assert full_out["pred_masks"].grad_fn is not None
+    for layer in [lazy_out] + lazy_out["aux_outputs"]:
+        assert layer["pred_masks"].grad_fn is None and not layer["pred_masks"].requires_grad
+        assert layer["pred_mask_embed"].shape == (2, 12, 16) and layer["pred_mask_embed"].requires_grad
+        assert layer["mask_features"].shape == (2, 16, 32, 40)
+
+
+def test_criterion_recomputes_exactly_the_matched_rows():
+    criterion = _criterion()
+    g = torch.Generator().manual_seed(3)
+    embed, features = torch.randn(2, 12, 16, generator=g), torch.randn(2, 16, 32, 40, generator=g)
+    outputs = {"pred_masks": torch.einsum("bqc,bchw->bqhw", embed, features), "pred_mask_embed": embed,
+               "mask_features": features}
+    indices = [(torch.tensor([7, 2, 9]), torch.tensor([0, 1, 2])), (torch.tensor([4]), torch.tensor([0]))]
+    got = criterion._matched_mask_logits(outputs, indices)
+    want = torch.stack([outputs["pred_masks"][0, 7], outputs["pred_masks"][0, 2], outputs["pred_masks"][0, 9],
+                        outputs["pred_masks"][1, 4]])
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    # an image without targets contributes no rows
+    none = [(torch.tensor([], dtype=torch.int64), torch.tensor([], dtype=torch.int64)), indices[1]]
+    torch.testing.assert_close(criterion._matched_mask_logits(outputs, none), want[3:], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["eval", "no_grad"])
+def test_inference_outputs_carry_no_lazy_keys(mode):
+    decoder = _decoder(True)
+    x, mask_features, _ = _inputs()
+    if mode == "eval":
+        decoder.eval()
+        out = decoder(x, mask_features)
+    else:
+        with torch.no_grad():
+            out = decoder.train()(x, mask_features)
+    assert set(out) == {"pred_logits", "pred_masks", "aux_outputs"}
+    assert all(set(a) == {"pred_logits", "pred_masks"} for a in out["aux_outputs"])
+
+
+def test_config_switch_and_log(caplog):
+    from segmentation_core.config import build_cfg
+    from maskformer_d2.modeling.meta_arch.mask_former_model import build_criterion
+    from maskformer_d2.modeling.transformer_decoder.build import build_transformer_decoder
+
+    cfg = build_cfg("configs/shapes/mask2former_R18_panoptic.yaml", [])
+    assert cfg.MODEL.MASK_FORMER.MATCHED_MASK_GRAD is True
+    assert build_transformer_decoder(cfg, 64, True).matched_mask_grad is True
+    cfg = build_cfg("configs/shapes/mask2former_R18_panoptic.yaml", ["MODEL.MASK_FORMER.MATCHED_MASK_GRAD", "False"])
+    assert build_transformer_decoder(cfg, 64, True).matched_mask_grad is False
+    with caplog.at_level("INFO"):
+        build_criterion(cfg, 5)
+    assert "every query's masks with autograd (MODEL.MASK_FORMER.MATCHED_MASK_GRAD False)" in caplog.text
