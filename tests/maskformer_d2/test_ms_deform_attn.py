@@ -11,6 +11,7 @@ from maskformer_d2.layers.ms_deform_attn import (
     ms_deform_attn_core_levelwise,
     ms_deform_attn_core_pytorch,
 )
+from tests.helpers.autograd import graph_node_names
 
 CORES = [ms_deform_attn_core_pytorch, ms_deform_attn_core_levelwise, ms_deform_attn_core_gather]
 SHAPES = [(3, 4), (2, 3)]  # (H, W) per level
@@ -195,19 +196,7 @@ def test_encoder_layer_inplace_relu_keeps_gradients():
         torch.testing.assert_close(g, r, rtol=0, atol=0)
     # in place on the 2-D linear result, not on a view of it: a CopySlices node would copy
     # the whole (B * S, d_ffn) gradient twice and fill a zero buffer in backward
-    assert "CopySlices" not in _graph_node_names(layer(src, pos, ref_points, shapes, None).grad_fn)
-
-
-def _graph_node_names(fn):
-    names, todo, seen = set(), [fn], set()
-    while todo:
-        f = todo.pop()
-        if f is None or f in seen:
-            continue
-        seen.add(f)
-        names.add(type(f).__name__)
-        todo.extend(g for g, _ in f.next_functions)
-    return names
+    assert "CopySlices" not in graph_node_names(layer(src, pos, ref_points, shapes, None).grad_fn)
 
 
 def test_corner_weights_function_matches_composed_autograd():

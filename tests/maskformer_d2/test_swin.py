@@ -16,6 +16,7 @@ from maskformer_d2.modeling.backbone.swin import (
     window_gather_index,
     window_partition,
 )
+from tests.helpers.autograd import assert_same_forward_and_gradients, fused_qkv_reference
 from tests.helpers.paths import REPO as REPOSITORY
 
 REPO = REPOSITORY
@@ -184,3 +185,25 @@ def test_mlp_recomputed_gelu_gives_the_autograd_gradients():
         torch.testing.assert_close(mlp(x), ref, rtol=0, atol=0)
     mlp.eval()  # eval with autograd on (e.g. traced for FLOP counting): the plain path too
     assert "GeluLinear" not in type(mlp(x).grad_fn).__name__
+
+
+def test_window_attention_qkv_gradient_assembled_in_one_copy():
+    """q, k, v come from unbind(2) + transpose on the (B*nW, N, 3, heads, d) layout: the same
+    strided tensors as the official permute(2, 0, 3, 1, 4) + unbind(0), so the same outputs
+    and gradients bit for bit, but backward stacks the three gradients straight into the qkv
+    layout instead of stacking, permuting back and copying again."""
+    torch.manual_seed(0)
+    ws, heads, dim = 3, 2, 8
+    attn = WindowAttention(dim, ws, heads).train()
+    torch.nn.init.normal_(attn.relative_position_bias_table, std=0.5)
+    mask = shifted_window_mask(6, 6, ws, 1, "cpu")
+    x = torch.randn(2 * mask.shape[0], ws * ws, dim)
+
+    def official(t):
+        q, k, v = fused_qkv_reference(attn.qkv(t), heads)
+        bias = attn.attention_bias(mask, None, q.dtype).repeat(2, 1, 1, 1)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=attn.scale)
+        return attn.proj(out.transpose(1, 2).reshape(t.shape))
+
+    nodes, official_nodes = assert_same_forward_and_gradients(attn, lambda t: attn(t, mask), official, x)
+    assert nodes["PermuteBackward0"] == official_nodes["PermuteBackward0"] - 1  # the bias keeps one

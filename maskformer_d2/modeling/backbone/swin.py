@@ -134,8 +134,11 @@ class WindowAttention(nn.Module):
         projection is per token, so a caller may apply ``proj`` after moving tokens (the Swin
         block does, on the real tokens only, not on the window padding)."""
         b_, n, c = x.shape
-        qkv = self.qkv(x).reshape(b_, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)  # each (B*nW, heads, N, head_dim)
+        # unbind on the (B*nW, N, 3, heads, head_dim) layout, then transpose: the same strided
+        # q, k, v as permuting first, but backward stacks their gradients straight into the
+        # qkv layout (permuting first costs a second copy of that gradient)
+        qkv = self.qkv(x).reshape(b_, n, 3, self.num_heads, c // self.num_heads)
+        q, k, v = (t.transpose(1, 2) for t in qkv.unbind(2))  # each (B*nW, heads, N, head_dim)
         bias = self.attention_bias(mask, mask_key, q.dtype)
         if mask is not None and bias.shape[0] != b_:
             # Windows are ordered image by image, so the (nW, heads, N, N) bias repeats every

@@ -89,8 +89,10 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, return_attention: bool = False):
         B, N, C = x.shape
-        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)  # each (B, heads, N, head_dim)
+        # each (B, heads, N, head_dim); unbind before transposing: backward then stacks the
+        # gradients straight into the qkv layout (one copy instead of two)
+        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim)
+        q, k, v = (t.transpose(1, 2) for t in qkv.unbind(2))
         if self.attn_impl == "math" or return_attention:
             attn = (q @ k.transpose(-2, -1)) * self.scale
             attn = attn.softmax(dim=-1)

@@ -59,8 +59,10 @@ class MaskedSelfAttention(nn.Module):
     def forward(self, x: torch.Tensor, key_valid: Optional[torch.Tensor] = None) -> torch.Tensor:
         """x: (B, N, D); key_valid: optional (B, N) bool, False for tokens nobody attends to."""
         B, N, C = x.shape
-        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)  # (B, heads, N, head_dim)
+        # (B, heads, N, head_dim); unbind before transposing: backward then stacks the
+        # gradients straight into the qkv layout (one copy instead of two)
+        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim)
+        q, k, v = (t.transpose(1, 2) for t in qkv.unbind(2))
         x = F.scaled_dot_product_attention(
             q,
             k,

@@ -159,3 +159,24 @@ def test_describe_lists_unknown_and_truncated_words(tok):
     assert [t["text"] for t in described["tokens"] if t["unknown"]] == ["zebra"]
     with pytest.raises(ValueError, match="no word"):
         tok.describe("🙂")
+
+
+def test_masked_self_attention_qkv_gradient_assembled_in_one_copy():
+    """The fusion's and the GloVe encoder's attention split q, k, v as unbind(2) + transpose:
+    bit for bit the official permute + unbind results and gradients, one gradient copy fewer."""
+    from restr_d2.modeling.language.blocks import MaskedSelfAttention, key_padding_to_attn_mask
+    from tests.helpers.autograd import assert_same_forward_and_gradients, fused_qkv_reference
+
+    torch.manual_seed(0)
+    attn = MaskedSelfAttention(24, 3).train()
+    x = torch.randn(2, 6, 24)
+    valid = torch.tensor([[True] * 6, [True] * 4 + [False] * 2])
+
+    def official(t):
+        q, k, v = fused_qkv_reference(attn.qkv(t), 3)
+        out = torch.nn.functional.scaled_dot_product_attention(
+            q, k, v, attn_mask=key_padding_to_attn_mask(valid), scale=attn.scale)
+        return attn.proj(out.transpose(1, 2).reshape(t.shape))
+
+    nodes, official_nodes = assert_same_forward_and_gradients(attn, lambda t: attn(t, valid), official, x)
+    assert nodes["PermuteBackward0"] == official_nodes["PermuteBackward0"] - 1

@@ -82,3 +82,32 @@ def test_converter_cli(tmp_path):
     assert torch.equal(model.encoder.blocks[1].mlp.fc2.weight, src.blocks[1].mlp.fc2.weight)
     assert model.encoder.pos_embed.shape == (1, 25, 192)
     assert all(torch.equal(v, dec_before[k]) for k, v in model.decoder.state_dict().items())
+
+
+@pytest.mark.parametrize("attn_impl", ["sdpa", "sdpa_math", "math"])
+def test_attention_qkv_gradient_assembled_in_one_copy(attn_impl):
+    """q, k, v from unbind(2) + transpose of the (B, N, 3, heads, d) projection: the official
+    permute(2, 0, 3, 1, 4) + unbind(0) tensors (same strides), so the same outputs and
+    gradients bit for bit, with one PermuteBackward (and its gradient copy) fewer."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from restr_d2.modeling.backbone.blocks import Attention
+    from tests.helpers.autograd import assert_same_forward_and_gradients, fused_qkv_reference
+
+    torch.manual_seed(0)
+    attn = Attention(32, 4, attn_impl=attn_impl).train()
+    x = torch.randn(2, 7, 32)
+
+    def official(t):
+        q, k, v = fused_qkv_reference(attn.qkv(t), 4)
+        if attn_impl == "math":
+            out = ((q @ k.transpose(-2, -1)) * attn.scale).softmax(-1) @ v
+        elif attn_impl == "sdpa_math":
+            with sdpa_kernel(SDPBackend.MATH):
+                out = torch.nn.functional.scaled_dot_product_attention(q * attn.scale, k, v, scale=1.0)
+        else:
+            out = torch.nn.functional.scaled_dot_product_attention(q * attn.scale, k, v, scale=1.0)
+        return attn.proj(out.transpose(1, 2).reshape(t.shape))
+
+    nodes, official_nodes = assert_same_forward_and_gradients(attn, attn, official, x)
+    assert nodes["PermuteBackward0"] == official_nodes["PermuteBackward0"] - 1
