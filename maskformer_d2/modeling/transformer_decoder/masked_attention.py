@@ -1,6 +1,6 @@
 """Mask2Former's masked-attention transformer decoder."""
 import logging
-from typing import Dict, List, Optional
+from typing import List, Optional
 
 import fvcore.nn.weight_init as weight_init
 import torch
