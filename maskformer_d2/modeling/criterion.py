@@ -165,7 +165,7 @@ class SetCriterion(nn.Module):
             slots[b, : len(src)] = src.to(embed.device)
         picked = embed.gather(1, slots[..., None].expand(-1, -1, embed.shape[-1]))  # (B, Mmax, C)
         masks = torch.bmm(picked, features.flatten(2)).view(*slots.shape, *features.shape[-2:])
-        batch_idx = torch.cat([torch.full((n,), b, dtype=torch.int64) for b, n in enumerate(counts)])
+        batch_idx, _ = self._src_permutation_idx(indices)
         slot_idx = torch.cat([torch.arange(n) for n in counts])
         return masks[batch_idx.to(embed.device), slot_idx.to(embed.device)]
 

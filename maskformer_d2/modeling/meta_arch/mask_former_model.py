@@ -80,15 +80,18 @@ def build_criterion(cfg, num_classes: int) -> SetCriterion:
     else:
         # MaskFormer hard-codes the class weight to 1 and compares whole masks with focal loss.
         class_weight, num_points, mask_loss = 1, None, "focal"
+    mask_grad = ""
+    if family == "mask2former":
+        mask_grad = ("; gradients through the matched queries' masks only (MODEL.MASK_FORMER.MATCHED_MASK_GRAD)"
+                     if mf.MATCHED_MASK_GRAD
+                     else "; every query's masks with autograd (MODEL.MASK_FORMER.MATCHED_MASK_GRAD False)")
     logger.info(
         "MaskFormer: %s training/inference rules (TRANSFORMER_DECODER_NAME=%s); mask loss %s on %s%s",
         family,
         mf.TRANSFORMER_DECODER_NAME,
         mask_loss,
         "full-resolution masks" if num_points is None else f"{num_points} sampled points",
-        "" if family != "mask2former" else (
-            "; gradients through the matched queries' masks only (MODEL.MASK_FORMER.MATCHED_MASK_GRAD)"
-            if mf.MATCHED_MASK_GRAD else "; every query's masks with autograd (MODEL.MASK_FORMER.MATCHED_MASK_GRAD False)"),
+        mask_grad,
     )
     matcher = HungarianMatcher(
         cost_class=class_weight,
