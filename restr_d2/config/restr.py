@@ -68,6 +68,10 @@ def add_restr_config(cfg: CN) -> None:
     set_default(lang, "HF_PATH", "")
     set_default(lang, "FREEZE", False)
     set_default(lang, "HF_ATTN_IMPL", "sdpa")
+    # MiB of memo for a frozen Hugging Face encoder's outputs, per distinct sentence (tokens):
+    # the model runs once per sentence (restr_d2/modeling/backbone/feature_cache.py); 0: off.
+    # Only HFLanguageEncoder with FREEZE True has a frozen part to cache
+    set_default(lang, "FEATURE_CACHE_MB", 0)
 
     set_default(r, "FUSION", CN())
     f = r.FUSION

@@ -1,12 +1,15 @@
-"""Memo of a frozen encoder's per-image features (``MODEL.VIT.FEATURE_CACHE_MB``).
+"""Memo of a frozen encoder's per-sample features (``MODEL.VIT.FEATURE_CACHE_MB``,
+``MODEL.RESTR.LANGUAGE.FEATURE_CACHE_MB``).
 
-A frozen ViT (``MODEL.VIT.FREEZE``) is a fixed function of its input, so an image it has seen
-gives the same features again. Training on a small dataset revisits every image (and its
-flipped copy) every epoch; on shapes with the DINOv2 ViT-S/14 the ViT was half of each ReSTR
-step. The cache keys each image by its bytes (plus shape, dtype and autocast state), runs the
-encoder one image at a time on a miss (so an image's features do not depend on which batch it
-came in: a resumed run recomputes the same numbers), and stops adding entries at its byte
-budget (later misses are computed every time, and that is logged once).
+A frozen encoder (``MODEL.VIT.FREEZE``, ``MODEL.RESTR.LANGUAGE.FREEZE``) is a fixed function of
+its input, so an image or a sentence it has seen gives the same features again. Training on a
+small dataset revisits every image (and its flipped copy) and every sentence each epoch; on
+shapes with the DINOv2 ViT-S/14 the ViT was half of each ReSTR step, and the frozen MiniLM then
+15 % of what was left. The cache keys each sample by the bytes of its input rows (plus shape,
+dtype and autocast state), runs the encoder one sample at a time on a miss (so a sample's
+features do not depend on which batch it came in: a resumed run recomputes the same numbers),
+and stops adding entries at its byte budget (later misses are computed every time, and that is
+logged once).
 """
 import hashlib
 import logging
@@ -20,18 +23,23 @@ logger = logging.getLogger(__name__)
 
 
 class FrozenFeatureCache:
-    """``cache(images)``: (B, 3, H, W) -> ``encoder_fn`` output (B, ...), memoised per image.
+    """``cache(*inputs)``: inputs batched along dim 0, e.g. images (B, 3, H, W), or token ids and
+    attention mask (B, T) each -> ``encoder_fn(*inputs)`` (B, ...), memoised per sample (row b
+    of every input together).
 
     Not an ``nn.Module``: it holds no parameters and adds nothing to the state dict. The cached
     tensors carry no autograd history, so only use it for an encoder that does not train.
     """
 
-    def __init__(self, encoder_fn: Callable[[torch.Tensor], torch.Tensor], max_bytes: int, name: str = "encoder"):
+    def __init__(self, encoder_fn: Callable[..., torch.Tensor], max_bytes: int, name: str = "encoder",
+                 config_key: str = "MODEL.VIT.FEATURE_CACHE_MB"):
+        """``name`` and ``config_key`` (the setting that sized the cache) are for the log."""
         if max_bytes <= 0:
             raise ValueError(f"max_bytes must be positive, got {max_bytes}")
         self.encoder_fn = encoder_fn
         self.max_bytes = int(max_bytes)
         self.name = name
+        self.config_key = config_key
         self._store: Dict[Tuple, torch.Tensor] = {}
         self.nbytes = 0
         self.hits = 0
@@ -46,32 +54,37 @@ class FrozenFeatureCache:
         self.nbytes = 0
 
     @staticmethod
-    def _key(image: torch.Tensor) -> Tuple:
-        data = image.detach().contiguous()
+    def _key(sample: torch.Tensor) -> Tuple:
+        data = sample.detach().contiguous()
         if data.device.type != "cpu":
             data = data.cpu()
         digest = hashlib.blake2b(data.view(torch.uint8).numpy().tobytes(), digest_size=20).digest()
-        device_type = image.device.type
+        device_type = sample.device.type
         autocast = torch.is_autocast_enabled(device_type)
         return (
-            tuple(image.shape),
-            str(image.dtype),
+            tuple(sample.shape),
+            str(sample.dtype),
             device_type,
             str(torch.get_autocast_dtype(device_type)) if autocast else None,
             digest,
         )
 
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+    def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
+        if not inputs:
+            raise ValueError("no inputs to encode")
+        batch = inputs[0].shape[0]
+        if any(x.shape[0] != batch for x in inputs):
+            raise ValueError(f"inputs batched along dim 0 must agree in size, got {[tuple(x.shape) for x in inputs]}")
         out = []
-        for image in images:
-            key = self._key(image)
+        for b in range(batch):
+            key = tuple(self._key(x[b]) for x in inputs)
             features = self._store.get(key)
             if features is not None:
                 self.hits += 1
             else:
                 self.misses += 1
                 with torch.no_grad():
-                    features = self.encoder_fn(image[None])[0].detach()
+                    features = self.encoder_fn(*(x[b : b + 1] for x in inputs))[0].detach()
                 self._add(key, features)
             out.append(features)
         return torch.stack(out)
@@ -81,8 +94,8 @@ class FrozenFeatureCache:
         if self.nbytes + size > self.max_bytes:
             if not self._full_logged:
                 logger.info(
-                    f"{self.name} feature cache full at {len(self._store)} images ({self.nbytes / 2**20:.1f} MiB): "
-                    f"later images are computed each time they come (raise MODEL.VIT.FEATURE_CACHE_MB to keep them)"
+                    f"{self.name} feature cache full at {len(self._store)} samples ({self.nbytes / 2**20:.1f} MiB): "
+                    f"later ones are computed each time they come (raise {self.config_key} to keep them)"
                 )
                 self._full_logged = True
             return

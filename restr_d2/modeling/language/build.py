@@ -37,4 +37,11 @@ def build_language_encoder(cfg, d_model: int):
     """Build ``cfg.MODEL.RESTR.LANGUAGE.NAME`` with output width ``d_model``."""
     name = cfg.MODEL.RESTR.LANGUAGE.NAME
     logger.info(f"ReSTR language encoder: {name} (MODEL.RESTR.LANGUAGE.NAME), d_model={d_model}")
-    return LANGUAGE_ENCODER_REGISTRY.get(name)(cfg, d_model)
+    encoder = LANGUAGE_ENCODER_REGISTRY.get(name)(cfg, d_model)
+    cache_mb = cfg.MODEL.RESTR.LANGUAGE.FEATURE_CACHE_MB
+    if cache_mb > 0 and getattr(encoder, "feature_cache", None) is None:
+        raise ValueError(
+            f"MODEL.RESTR.LANGUAGE.FEATURE_CACHE_MB={cache_mb}: {name} has no frozen part whose features could be "
+            f"cached (only HFLanguageEncoder with MODEL.RESTR.LANGUAGE.FREEZE True has). Set FEATURE_CACHE_MB 0"
+        )
+    return encoder

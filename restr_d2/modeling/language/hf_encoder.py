@@ -19,6 +19,7 @@ import torch
 from detectron2.config import configurable
 from torch import nn
 
+from ..backbone.feature_cache import FrozenFeatureCache
 from .blocks import init_restr_weights
 from .build import LANGUAGE_ENCODER_REGISTRY, LanguageFeatures
 from .tokenizer import check_sentence
@@ -69,6 +70,7 @@ class HFLanguageEncoder(nn.Module):
         max_tokens: int = 20,
         freeze: bool = False,
         attn_implementation: Optional[str] = "sdpa",
+        feature_cache_mb: float = 0,
     ):
         """
         Args:
@@ -79,6 +81,9 @@ class HFLanguageEncoder(nn.Module):
             freeze: keep the pretrained encoder fixed (no gradients, always in eval mode).
             attn_implementation: passed to ``AutoModel.from_pretrained`` ("sdpa", "eager"; None
                 keeps the transformers default).
+            feature_cache_mb: > 0: memoise the frozen model's (T, hidden) outputs per distinct
+                token row up to this many MiB (``FrozenFeatureCache``); needs ``freeze``.
+                ``proj_lang`` and ``lang_norm`` train, so they run every time.
         """
         super().__init__()
         from transformers import AutoModel, AutoTokenizer
@@ -98,6 +103,20 @@ class HFLanguageEncoder(nn.Module):
         self.lang_norm.apply(init_restr_weights)
         if self.freeze:
             self.model.requires_grad_(False)
+        self.feature_cache = None
+        if feature_cache_mb > 0:
+            if not self.freeze:
+                raise ValueError(
+                    f"MODEL.RESTR.LANGUAGE.FEATURE_CACHE_MB={feature_cache_mb} needs a frozen language encoder: "
+                    f"one that trains changes its features every step. Set MODEL.RESTR.LANGUAGE.FREEZE True, "
+                    f"or FEATURE_CACHE_MB 0"
+                )
+            self.feature_cache = FrozenFeatureCache(self._hidden_states, int(feature_cache_mb * 2**20), "language",
+                                                    "MODEL.RESTR.LANGUAGE.FEATURE_CACHE_MB")
+            logger.info(f"HFLanguageEncoder feature cache on (MODEL.RESTR.LANGUAGE.FEATURE_CACHE_MB "
+                        f"{feature_cache_mb}): the frozen model runs once per distinct sentence, one at a time")
+            # other weights make every cached feature stale
+            self.register_load_state_dict_post_hook(lambda module, incompatible: module.feature_cache.clear())
         logger.info(
             f"HFLanguageEncoder: {model_dir} ({type(self.model).__name__}, hidden {hidden}), "
             f"T={self.max_tokens}, freeze={self.freeze}, attention={attn_implementation}"
@@ -112,6 +131,7 @@ class HFLanguageEncoder(nn.Module):
             max_tokens=lang.MAX_TOKENS,
             freeze=lang.FREEZE,
             attn_implementation=lang.HF_ATTN_IMPL or None,
+            feature_cache_mb=lang.FEATURE_CACHE_MB,
         )
 
     def train(self, mode: bool = True):
@@ -160,8 +180,17 @@ class HFLanguageEncoder(nn.Module):
         attention_mask: torch.Tensor,
         token_type_ids: Optional[torch.Tensor] = None,
     ) -> LanguageFeatures:
-        kwargs = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze):
-            hidden = self.model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
-        x = self.lang_norm(self.proj_lang(hidden.last_hidden_state))
+        token_inputs = (input_ids, attention_mask) if token_type_ids is None else (input_ids, attention_mask, token_type_ids)
+        if self.feature_cache is not None:
+            hidden = self.feature_cache(*token_inputs)
+        else:
+            with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze):
+                hidden = self._hidden_states(*token_inputs)
+        x = self.lang_norm(self.proj_lang(hidden))
         return LanguageFeatures(x, attention_mask.bool())
+
+    def _hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                       token_type_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The pretrained model's last hidden states, (B, T, hidden)."""
+        kwargs = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
+        return self.model(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state

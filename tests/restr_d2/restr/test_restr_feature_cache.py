@@ -75,6 +75,32 @@ def test_cache_stops_growing_at_its_budget_and_logs_it_once(caplog):
         FrozenFeatureCache(fn, max_bytes=0)
 
 
+def test_cache_of_several_inputs_keys_on_every_input_row(caplog):
+    """Token ids and attention mask (B, T) each: one sample is row b of both."""
+    calls = []
+
+    def encode(ids, mask):
+        calls.append(ids.shape[0])
+        return (ids * mask).float()[..., None].expand(-1, -1, 4) + ids.shape[0]
+
+    cache = FrozenFeatureCache(encode, max_bytes=3 * 5 * 4 * 4, name="language", config_key="MODEL.RESTR.LANGUAGE.FEATURE_CACHE_MB")
+    ids = torch.tensor([[1, 2, 3, 0, 0], [1, 2, 3, 0, 0], [4, 5, 0, 0, 0]])
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 0, 0, 0], [1, 1, 0, 0, 0]])
+    out = cache(ids, mask)
+    # rows 0 and 1 share their ids but not their mask: two samples; each ran alone
+    assert calls == [1, 1, 1] and (cache.misses, cache.hits) == (3, 0)
+    assert torch.equal(out, (ids * mask).float()[..., None].expand(-1, -1, 4) + 1)
+    assert torch.equal(cache(ids[1:], mask[1:]), out[1:]) and cache.hits == 2
+    with caplog.at_level(logging.INFO, logger="restr_d2.modeling.backbone.feature_cache"):
+        cache(ids[:1] + 10, mask[:1])
+    assert len(cache) == 3 and cache.misses == 4
+    assert any("MODEL.RESTR.LANGUAGE.FEATURE_CACHE_MB" in r.getMessage() for r in caplog.records)
+    with pytest.raises(ValueError, match="agree in size"):
+        cache(ids, mask[:2])
+    with pytest.raises(ValueError, match="no inputs"):
+        cache()
+
+
 def _frozen_cfg(small, cache_mb):
     cfg = small.cfg()
     cfg.MODEL.VIT.FREEZE = True
