@@ -5,11 +5,11 @@ A frozen encoder (``MODEL.VIT.FREEZE``, ``MODEL.RESTR.LANGUAGE.FREEZE``) is a fi
 its input, so an image or a sentence it has seen gives the same features again. Training on a
 small dataset revisits every image (and its flipped copy) and every sentence each epoch; on
 shapes with the DINOv2 ViT-S/14 the ViT was half of each ReSTR step, and the frozen MiniLM then
-15 % of what was left. The cache keys each sample by the bytes of its input rows (plus shape,
-dtype and autocast state), runs the encoder one sample at a time on a miss (so a sample's
-features do not depend on which batch it came in: a resumed run recomputes the same numbers),
-and stops adding entries at its byte budget (later misses are computed every time, and that is
-logged once).
+16 % of what was left (a step 1.18x faster without it). The cache keys each sample by the bytes
+of its input rows (plus shape, dtype and autocast state), runs the encoder one sample at a time
+on a miss (so a sample's features do not depend on which batch it came in: a resumed run
+recomputes the same numbers), and stops adding entries at its byte budget (later misses are
+computed every time, and that is logged once).
 """
 import hashlib
 import logging
