@@ -72,9 +72,12 @@ def test_wrong_size_and_batch_are_errors(exported):
 
 
 @pytest.mark.slow
-def test_restr_hf_text_encoder_export(tmp_path):
+@pytest.mark.parametrize("language_cache_mb", [0, 4])
+def test_restr_hf_text_encoder_export(tmp_path, language_cache_mb):
     """ReSTR with the pretrained MiniLM encoder: the graph takes input_ids, token_type_ids and
-    attention_mask (the pad positions of the batch differ), onnxruntime equals PyTorch."""
+    attention_mask (the pad positions of the batch differ), onnxruntime equals PyTorch. With
+    the language feature cache on, the graph still holds the encoder: a cache consulted while
+    exporting would bake the example sentences' features into it as constants."""
     from detectron2.modeling import build_model
 
     from segmentation_core.export import build_export_spec
@@ -84,7 +87,8 @@ def test_restr_hf_text_encoder_export(tmp_path):
     from .conftest import REPO
 
     cfg = load_config(str(REPO / "configs/shapes/restr_shapes_minilm.yaml"),
-                      ["MODEL.VIT.DEPTH", 1, "MODEL.VIT.IMAGE_SIZE", [64, 64], "INPUT.IMAGE_SIZE", 64])
+                      ["MODEL.VIT.DEPTH", 1, "MODEL.VIT.IMAGE_SIZE", [64, 64], "INPUT.IMAGE_SIZE", 64,
+                       "MODEL.RESTR.LANGUAGE.FREEZE", True, "MODEL.RESTR.LANGUAGE.FEATURE_CACHE_MB", language_cache_mb])
     torch.manual_seed(0)
     spec = build_export_spec(build_model(cfg).eval(), cfg)
     assert "attention_mask" in spec.input_names
