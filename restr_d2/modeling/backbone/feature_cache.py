@@ -75,6 +75,11 @@ class FrozenFeatureCache:
         batch = inputs[0].shape[0]
         if any(x.shape[0] != batch for x in inputs):
             raise ValueError(f"inputs batched along dim 0 must agree in size, got {[tuple(x.shape) for x in inputs]}")
+        if torch.compiler.is_compiling() or torch.jit.is_tracing():
+            # a graph capture (ONNX export, torch.compile) must hold the encoder itself: a lookup
+            # would turn the example inputs' features into constants
+            with torch.no_grad():
+                return self.encoder_fn(*inputs).detach()
         out = []
         for b in range(batch):
             key = tuple(self._key(x[b]) for x in inputs)

@@ -181,10 +181,7 @@ class HFLanguageEncoder(nn.Module):
         token_type_ids: Optional[torch.Tensor] = None,
     ) -> LanguageFeatures:
         token_inputs = (input_ids, attention_mask) if token_type_ids is None else (input_ids, attention_mask, token_type_ids)
-        # a graph capture (ONNX export, torch.compile) must hold the encoder itself: a lookup
-        # would turn the example sentences' features into constants
-        capturing = torch.compiler.is_compiling() or torch.jit.is_tracing()
-        if self.feature_cache is not None and not capturing:
+        if self.feature_cache is not None:
             hidden = self.feature_cache(*token_inputs)
         else:
             with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze):
