@@ -135,6 +135,9 @@ def _add_common(cfg: CN) -> None:
     set_default(swin, "PATCH_NORM", True)
     set_default(swin, "OUT_FEATURES", ["res2", "res3", "res4", "res5"])
     set_default(swin, "USE_CHECKPOINT", False)
+    # ours: CPU float32 training computes no residual branch for an image that stochastic depth
+    # drops in it (same random draws and numbers; SwinTransformerBlock); False: every branch
+    set_default(swin, "SKIP_DROPPED_PATHS", True)
 
 
 def add_maskformer2_config(cfg: CN) -> CN:

@@ -207,3 +207,100 @@ def test_window_attention_qkv_gradient_assembled_in_one_copy():
 
     nodes, official_nodes = assert_same_forward_and_gradients(attn, lambda t: attn(t, mask), official, x)
     assert nodes["PermuteBackward0"] == official_nodes["PermuteBackward0"] - 1  # the bias keeps one
+
+
+def _branch_batches(model):
+    """Record the batch size each block's MLP branch runs on."""
+    seen = []
+    for layer in model.layers:
+        for blk in layer.blocks:
+            blk.mlp.register_forward_pre_hook(lambda mod, args: seen.append(args[0].shape[0]))
+    return seen
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_drop_path_residual_is_timm_drop_path_without_the_dropped_work(seed):
+    from timm.layers import DropPath
+
+    from segmentation_core.modeling.drop_path import drop_path_residual
+
+    branch = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.GELU())
+    x = torch.randn(3, 5, 8)
+    results = []
+    for skip in (False, True):
+        branch.zero_grad(set_to_none=True)
+        xi = x.clone().requires_grad_(True)
+        batches = []
+        hook = branch.register_forward_pre_hook(lambda mod, args: batches.append(args[0].shape[0]))
+        torch.manual_seed(seed)
+        if skip:
+            y = drop_path_residual(xi, branch, 0.5)
+        else:
+            y = xi + DropPath(0.5).train()(branch(xi))
+        hook.remove()
+        (y * torch.arange(y.numel()).view_as(y).sin()).sum().backward()
+        results.append((y.detach(), xi.grad, [p.grad for p in branch.parameters()], torch.rand(4), batches))
+    (y0, gx0, gp0, r0, _), (y1, gx1, gp1, r1, batches) = results
+    torch.testing.assert_close(y1, y0, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(gx1, gx0, rtol=1e-6, atol=1e-7)
+    for a, b in zip(gp1, gp0):
+        assert a is not None  # a branch dropped for every sample still hands AdamW zero gradients
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+    assert torch.equal(r0, r1)  # the same random stream afterwards
+    kept = int((y0 != x).flatten(1).any(1).sum())  # samples whose branch was added
+    assert batches == [kept if 0 < kept < 3 else 3]
+
+
+def test_swin_skips_dropped_branches_with_the_same_numbers():
+    """MODEL.SWIN.SKIP_DROPPED_PATHS: the same outputs, gradients and random stream as computing
+    every branch, and the branches of dropped images are really not computed."""
+    from maskformer_d2.modeling.backbone.swin import SwinTransformer
+
+    torch.manual_seed(0)
+    reference = SwinTransformer(embed_dim=32, depths=(2, 2), num_heads=(1, 2), drop_path_rate=0.6,
+                                out_indices=(0, 1), skip_dropped_paths=False).train()
+    skipping = SwinTransformer(embed_dim=32, depths=(2, 2), num_heads=(1, 2), drop_path_rate=0.6,
+                               out_indices=(0, 1)).train()
+    skipping.load_state_dict(reference.state_dict())
+    x = torch.randn(2, 3, 60, 44)
+    partial = 0
+    for seed in range(4):
+        runs = []
+        for model in (reference, skipping):
+            model.zero_grad(set_to_none=True)
+            seen = _branch_batches(model)
+            torch.manual_seed(seed)
+            out = model(x)
+            sum((v * v.detach().sin()).sum() for v in out.values()).backward()
+            runs.append((out, {k: p.grad for k, p in model.named_parameters()}, torch.rand(3), list(seen)))
+            for layer in model.layers:
+                for blk in layer.blocks:
+                    blk.mlp._forward_pre_hooks.clear()
+        (o0, g0, r0, seen0), (o1, g1, r1, seen1) = runs
+        for k in o0:
+            torch.testing.assert_close(o1[k], o0[k], rtol=1e-6, atol=1e-6)
+        for k in g0:
+            assert g1[k] is not None, k
+            torch.testing.assert_close(g1[k], g0[k], rtol=1e-4, atol=1e-6)
+        assert torch.equal(r0, r1)
+        assert set(seen0) == {2}
+        partial += seen1.count(1)
+    assert partial > 0  # some image's MLP branch was skipped
+
+
+def test_skip_dropped_paths_config_and_when_it_is_off(swin_t):
+    from maskformer_d2.modeling.backbone.swin import SwinTransformerBlock
+
+    assert all(blk.skip_dropped_paths for layer in swin_t.layers for blk in layer.blocks[1:])
+    assert not swin_t.layers[0].blocks[0].skip_dropped_paths  # drop-path rate 0 there: nothing to skip
+    cfg = get_cfg()
+    add_deeplab_config(cfg)
+    add_maskformer2_config(cfg)
+    cfg.merge_from_file(str(SWIN_T))
+    cfg.MODEL.SWIN.SKIP_DROPPED_PATHS = False
+    backbone = build_backbone(cfg)
+    assert not any(blk.skip_dropped_paths for layer in backbone.layers for blk in layer.blocks)
+    # a branch with its own dropout draws random numbers before the mask: not reordered
+    assert not SwinTransformerBlock(16, 2, drop=0.1, drop_path=0.2).skip_dropped_paths
+    assert not SwinTransformerBlock(16, 2, attn_drop=0.1, drop_path=0.2).skip_dropped_paths
+    assert SwinTransformerBlock(16, 2, drop_path=0.2).skip_dropped_paths

@@ -1,6 +1,7 @@
 """Swin Transformer backbone for detectron2 (``D2SwinTransformer``), with the state-dict layout of
 the official MaskFormer / Mask2Former checkpoints (``patch_embed``, ``layers.{i}.blocks.{j}``,
 ``layers.{i}.downsample``, ``norm{i}``)."""
+import logging
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -12,7 +13,11 @@ from detectron2.modeling import BACKBONE_REGISTRY, Backbone
 from timm.layers import DropPath, trunc_normal_
 from torch import nn
 
+from segmentation_core.modeling.drop_path import drop_path_residual
+
 __all__ = ["SwinTransformer", "D2SwinTransformer"]
+
+logger = logging.getLogger(__name__)
 
 
 class GeluLinear(torch.autograd.Function):
@@ -179,11 +184,17 @@ class WindowAttention(nn.Module):
 
 class SwinTransformerBlock(nn.Module):
     """(Shifted-)window attention + MLP, pre-norm with residuals. x (B, H*W, C) -> (B, H*W, C);
-    feature maps are zero-padded to multiples of the window size and cropped back."""
+    feature maps are zero-padded to multiples of the window size and cropped back.
+
+    ``skip_dropped_paths``: in CPU float32 training, a residual branch that stochastic depth
+    drops for an image is not computed for that image (:func:`drop_path_residual`: the same
+    random draws and numbers). Only where the branches draw no random numbers of their own
+    (``drop`` and ``attn_drop`` 0, as in every official config), since the mask is drawn first."""
 
     def __init__(self, dim: int, num_heads: int, window_size: int = 7, shift_size: int = 0,
                  mlp_ratio: float = 4.0, qkv_bias: bool = True, qk_scale: Optional[float] = None,
-                 drop: float = 0.0, attn_drop: float = 0.0, drop_path: float = 0.0):
+                 drop: float = 0.0, attn_drop: float = 0.0, drop_path: float = 0.0,
+                 skip_dropped_paths: bool = True):
         super().__init__()
         if not 0 <= shift_size < window_size:
             raise ValueError(f"shift_size must be in [0, window_size); got {shift_size} for {window_size}.")
@@ -196,23 +207,38 @@ class SwinTransformerBlock(nn.Module):
         self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop)
+        self.skip_dropped_paths = skip_dropped_paths and drop_path > 0.0 and drop == 0.0 and attn_drop == 0.0
+
+    def _residual(self, x: torch.Tensor, branch) -> torch.Tensor:
+        """x + drop_path(branch(x))."""
+        if (self.skip_dropped_paths and self.training and x.device.type == "cpu"
+                and not torch.is_autocast_enabled("cpu")):
+            return drop_path_residual(x, branch, self.drop_path.drop_prob)
+        return x + self.drop_path(branch(x))
 
     def forward(self, x: torch.Tensor, hw, attn_mask: Optional[torch.Tensor],
                 windows_index: Optional[Tuple[torch.Tensor, torch.Tensor]] = None) -> torch.Tensor:
         """x (B, H*W, C); ``windows_index`` = :func:`window_gather_index` for this block's
         shift (computed here when not given)."""
         h, w = hw
-        b, length, c = x.shape
+        length = x.shape[1]
         if length != h * w:
             raise ValueError(f"Swin block got {length} tokens for a {h}x{w} map.")
-        ws = self.window_size
         if windows_index is None:
-            windows_index = window_gather_index(h, w, ws, self.shift_size, x.device)
-        to_windows, from_windows = windows_index
-        mask_key = (-(-h // ws) * ws, -(-w // ws) * ws)  # the padded map size the mask is for
+            windows_index = window_gather_index(h, w, self.window_size, self.shift_size, x.device)
         if self.shift_size == 0:
             attn_mask = None
-        shortcut = x
+        x = self._residual(x, lambda t: self._window_attention(t, hw, attn_mask, windows_index))
+        return self._residual(x, lambda t: self.mlp(self.norm2(t)))
+
+    def _window_attention(self, x: torch.Tensor, hw, attn_mask: Optional[torch.Tensor],
+                          windows_index: Tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """The attention branch: norm, (shifted) windows, attention, back, projection."""
+        h, w = hw
+        b, length, c = x.shape
+        ws = self.window_size
+        to_windows, from_windows = windows_index
+        mask_key = (-(-h // ws) * ws, -(-w // ws) * ws)  # the padded map size the mask is for
         x = self.norm1(x)
         if to_windows.numel() != length:
             # Zero-pad (after the norm, as the official block) via one extra zero token that
@@ -222,9 +248,7 @@ class SwinTransformerBlock(nn.Module):
         windows = self.attn.attend(windows, mask=attn_mask, mask_key=mask_key).view(b, -1, c)
         # Window reverse + roll back + crop in one gather, then the output projection on the
         # real tokens only (it is per token; the padding tokens are dropped by the crop).
-        x = self.attn.proj_drop(self.attn.proj(windows.index_select(1, from_windows)))
-        x = shortcut + self.drop_path(x)
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+        return self.attn.proj_drop(self.attn.proj(windows.index_select(1, from_windows)))
 
 
 class PatchMerging(nn.Module):
@@ -267,7 +291,7 @@ class BasicLayer(nn.Module):
     def __init__(self, dim: int, depth: int, num_heads: int, window_size: int = 7, mlp_ratio: float = 4.0,
                  qkv_bias: bool = True, qk_scale: Optional[float] = None, drop: float = 0.0,
                  attn_drop: float = 0.0, drop_path: Sequence[float] = (), downsample: bool = False,
-                 use_checkpoint: bool = False):
+                 use_checkpoint: bool = False, skip_dropped_paths: bool = True):
         super().__init__()
         self.window_size = window_size
         self.shift_size = window_size // 2
@@ -275,7 +299,8 @@ class BasicLayer(nn.Module):
         self.use_checkpoint = use_checkpoint
         self.blocks = nn.ModuleList([
             SwinTransformerBlock(dim, num_heads, window_size, 0 if i % 2 == 0 else window_size // 2,
-                                 mlp_ratio, qkv_bias, qk_scale, drop, attn_drop, drop_path[i])
+                                 mlp_ratio, qkv_bias, qk_scale, drop, attn_drop, drop_path[i],
+                                 skip_dropped_paths)
             for i in range(depth)
         ])
         self.downsample = PatchMerging(dim) if downsample else None
@@ -330,7 +355,7 @@ class SwinTransformer(nn.Module):
                  qkv_bias: bool = True, qk_scale: Optional[float] = None, drop_rate: float = 0.0,
                  attn_drop_rate: float = 0.0, drop_path_rate: float = 0.2, ape: bool = False,
                  patch_norm: bool = True, out_indices: Sequence[int] = (0, 1, 2, 3),
-                 use_checkpoint: bool = False):
+                 use_checkpoint: bool = False, skip_dropped_paths: bool = True):
         super().__init__()
         if len(depths) != len(num_heads):
             raise ValueError(f"depths {list(depths)} and num_heads {list(num_heads)} differ in length.")
@@ -358,6 +383,7 @@ class SwinTransformer(nn.Module):
                 drop=drop_rate, attn_drop=attn_drop_rate,
                 drop_path=dpr[sum(depths[:i]): sum(depths[: i + 1])],
                 downsample=i < self.num_layers - 1, use_checkpoint=use_checkpoint,
+                skip_dropped_paths=skip_dropped_paths,
             ))
         self.num_features = [int(embed_dim * 2 ** i) for i in range(self.num_layers)]
         for i in self.out_indices:
@@ -398,6 +424,9 @@ class D2SwinTransformer(SwinTransformer, Backbone):
         self._out_features = list(out_features)
         self._out_feature_strides = dict(strides)
         self._out_feature_channels = {f"res{i + 2}": c for i, c in enumerate(self.num_features)}
+        if any(blk.skip_dropped_paths for layer in self.layers for blk in layer.blocks):
+            logger.info("D2SwinTransformer: CPU float32 training computes no residual branch that stochastic "
+                        "depth drops for an image (MODEL.SWIN.SKIP_DROPPED_PATHS; False computes every branch)")
 
     @classmethod
     def from_config(cls, cfg, input_shape: Optional[ShapeSpec] = None):
@@ -420,6 +449,7 @@ class D2SwinTransformer(SwinTransformer, Backbone):
             "ape": s.APE,
             "patch_norm": s.PATCH_NORM,
             "use_checkpoint": s.USE_CHECKPOINT,
+            "skip_dropped_paths": s.SKIP_DROPPED_PATHS,
             "out_features": list(s.OUT_FEATURES),
         }
 
