@@ -120,18 +120,30 @@ class SetCriterion(nn.Module):
 
     def loss_masks(self, outputs, targets, indices: Indices, num_masks: float) -> Dict[str, torch.Tensor]:
         src = self._matched_mask_logits(outputs, indices)  # (M, H, W)
-        tgt = self._matched_target_masks(targets, indices, src)  # (M, Ht, Wt)
         if self.num_points is not None:
-            with torch.no_grad():
-                coords = self.sample_points(src[:, None])
-                labels = point_sample(tgt[:, None], coords, align_corners=False).squeeze(1)
+            coords, labels = self._sample_matched_points(outputs, targets, indices, src)
             logits = point_sample(src[:, None], coords, align_corners=False).squeeze(1)
         else:
+            tgt = self._matched_target_masks(targets, indices, src)  # (M, Ht, Wt)
             logits = F.interpolate(src[:, None], size=tgt.shape[-2:], mode="bilinear", align_corners=False)
             logits = logits[:, 0].flatten(1)
             labels = tgt.flatten(1)
+        return self._point_losses(logits, labels, num_masks)
+
+    def _point_losses(self, logits: torch.Tensor, labels: torch.Tensor, num_masks: float) -> Dict[str, torch.Tensor]:
+        """``loss_mask`` and ``loss_dice`` of (M, P) logits against (M, P) labels."""
         mask_loss = sigmoid_focal_loss if self.mask_loss_type == "focal" else sigmoid_ce_loss
         return {"loss_mask": mask_loss(logits, labels, num_masks), "loss_dice": dice_loss(logits, labels, num_masks)}
+
+    @torch.no_grad()
+    def _sample_matched_points(self, outputs, targets, indices: Indices, src: Optional[torch.Tensor] = None):
+        """Importance-sampled points of the matched masks (M, num_points, 2) and the ground truth
+        there (M, num_points). ``src``: the matched mask logits, when already computed."""
+        if src is None:
+            src = self._matched_mask_logits(outputs, indices)
+        tgt = self._matched_target_masks(targets, indices, src)  # (M, Ht, Wt)
+        coords = self.sample_points(src[:, None])
+        return coords, point_sample(tgt[:, None], coords, align_corners=False).squeeze(1)
 
     def sample_points(self, mask_logits: torch.Tensor) -> torch.Tensor:
         """(M, 1, H, W) matched mask logits -> (M, num_points, 2). Tests override this to replay points."""
@@ -155,19 +167,33 @@ class SetCriterion(nn.Module):
         if "pred_mask_embed" not in outputs:
             batch_idx, src_idx = self._src_permutation_idx(indices)
             return outputs["pred_masks"][batch_idx, src_idx]
-        embed, features = outputs["pred_mask_embed"], outputs["mask_features"]
-        counts = [len(src) for src, _ in indices]
-        # One bmm over the batch with each image's matched embeddings padded to the largest
-        # count: its backward yields the (B, C, H, W) feature gradient in one piece, where
-        # per-image products would each scatter into a zero tensor of that size.
-        slots = embed.new_zeros((len(indices), max(max(counts), 1)), dtype=torch.int64)
-        for b, (src, _) in enumerate(indices):
-            slots[b, : len(src)] = src.to(embed.device)
-        picked = embed.gather(1, slots[..., None].expand(-1, -1, embed.shape[-1]))  # (B, Mmax, C)
-        masks = torch.bmm(picked, features.flatten(2)).view(*slots.shape, *features.shape[-2:])
-        batch_idx, _ = self._src_permutation_idx(indices)
-        slot_idx = torch.cat([torch.arange(n) for n in counts])
-        return masks[batch_idx.to(embed.device), slot_idx.to(embed.device)]
+        return self._matched_masks_from_embeddings([outputs["pred_mask_embed"]], outputs["mask_features"],
+                                                   [indices])[0]
+
+    @staticmethod
+    def _matched_masks_from_embeddings(embeds: Sequence[torch.Tensor], features: torch.Tensor,
+                                       indices: Sequence[Indices]) -> List[torch.Tensor]:
+        """Per prediction, the matched queries' mask logits (M_i, H, W) from its embeddings
+        ``embeds[i]`` (B, Q, C) and the shared ``features`` (B, C, H, W), in one bmm over the
+        batch: each image's matched embeddings of every prediction side by side, padded to the
+        largest count. Its backward yields the feature gradient in one product with K = the
+        number of rows (per-image or per-prediction products each write a (B, C, H, W) gradient,
+        ten of them with K ~ 5 for Mask2Former's ten predictions, which the CPU runs at memory
+        speed)."""
+        picked, rows, width = [], [], 0
+        for embed, layer_indices in zip(embeds, indices):
+            counts = [len(src) for src, _ in layer_indices]
+            slots = torch.zeros((len(layer_indices), max(max(counts), 1)), dtype=torch.int64, device=embed.device)
+            for b, (src, _) in enumerate(layer_indices):
+                slots[b, : len(src)] = src.to(embed.device)
+            picked.append(embed.gather(1, slots[..., None].expand(-1, -1, embed.shape[-1])))  # (B, Mmax, C)
+            rows.append((counts, width))
+            width += slots.shape[1]
+        masks = torch.bmm(torch.cat(picked, 1), features.flatten(2))  # (B, width, H*W)
+        index = torch.cat([torch.arange(n) + (b * width + offset)
+                           for counts, offset in rows for b, n in enumerate(counts)])
+        matched = masks.view(-1, *features.shape[-2:]).index_select(0, index.to(masks.device))
+        return list(matched.split([sum(counts) for counts, _ in rows]))
 
     @staticmethod
     def _matched_target_masks(targets, indices: Indices, like: torch.Tensor) -> torch.Tensor:
@@ -212,13 +238,30 @@ class SetCriterion(nn.Module):
         layers = [{k: v for k, v in outputs.items() if k != "aux_outputs"}]
         layers += list(outputs.get("aux_outputs", []))
         losses = {}
+        # Predictions whose masks the criterion recomputes (see _matched_mask_logits) from one
+        # mask_features: their point logits with autograd come from one product at the end.
+        batched = (self.num_points is not None and "masks" in self.losses
+                   and all("pred_mask_embed" in layer for layer in layers)
+                   and all(layer["mask_features"] is layers[0]["mask_features"] for layer in layers))
+        pending = []  # (suffix, indices, point coords, point labels) of the batched mask losses
         # Layer by layer (match, then losses) so random draws happen in the reference order.
         for i, layer in enumerate(layers):
             indices = self.matcher(layer, targets)
             suffix = "" if i == 0 else f"_{i - 1}"
             for name in self.losses:
+                if name == "masks" and batched:
+                    pending.append((suffix, indices, *self._sample_matched_points(layer, targets, indices)))
+                    losses["loss_mask" + suffix] = losses["loss_dice" + suffix] = None  # keeps the key order
+                    continue
                 for k, v in self.get_loss(name, layer, targets, indices, num_masks).items():
                     losses[k + suffix] = v
+        if pending:
+            masks = self._matched_masks_from_embeddings(
+                [layer["pred_mask_embed"] for layer in layers], layers[0]["mask_features"],
+                [indices for _, indices, _, _ in pending])
+            for src, (suffix, _, coords, labels) in zip(masks, pending):
+                logits = point_sample(src[:, None], coords, align_corners=False).squeeze(1)
+                losses.update({k + suffix: v for k, v in self._point_losses(logits, labels, num_masks).items()})
         return losses
 
     def extra_repr(self) -> str:

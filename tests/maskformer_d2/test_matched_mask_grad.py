@@ -88,6 +88,33 @@ def test_criterion_recomputes_exactly_the_matched_rows():
     torch.testing.assert_close(criterion._matched_mask_logits(outputs, none), want[3:], rtol=1e-5, atol=1e-5)
 
 
+def test_all_predictions_matched_masks_in_one_product(monkeypatch):
+    """The criterion recomputes the matched masks of all 4 predictions in one product (one
+    feature-gradient product in backward), after every layer's matching and point draws, and
+    each prediction's rows are its own matched queries' masks."""
+    calls = []
+    original = SetCriterion._matched_masks_from_embeddings
+
+    def spy(embeds, features, indices):
+        out = original(embeds, features, indices)
+        calls.append((len(embeds), [m.shape[0] for m in out], embeds, features, indices, out))
+        return out
+
+    monkeypatch.setattr(SetCriterion, "_matched_masks_from_embeddings", staticmethod(spy))
+    decoder, criterion = _decoder(True).train(), _criterion()
+    x, mask_features, targets = _inputs()
+    torch.manual_seed(2)
+    criterion(decoder(x, mask_features.requires_grad_()), targets)
+    with_grad = [c for c in calls if c[-1][0].requires_grad]
+    assert len(with_grad) == 1 and with_grad[0][0] == 4  # one product for the 4 predictions
+    assert with_grad[0][1] == [4, 4, 4, 4]  # 3 + 1 targets matched in each prediction
+    _, _, embeds, features, indices, out = with_grad[0]
+    for embed, layer_indices, masks in zip(embeds, indices, out):
+        want = torch.cat([torch.einsum("qc,chw->qhw", embed[b, src], features[b])
+                          for b, (src, _) in enumerate(layer_indices)])
+        torch.testing.assert_close(masks, want, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("mode", ["eval", "no_grad"])
 def test_inference_outputs_carry_no_lazy_keys(mode):
     decoder = _decoder(True)
