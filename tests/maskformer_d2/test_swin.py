@@ -210,12 +210,11 @@ def test_window_attention_qkv_gradient_assembled_in_one_copy():
 
 
 def _branch_batches(model):
-    """Record the batch size each block's MLP branch runs on."""
+    """Record the batch size each block's MLP branch runs on: (sizes, hook handles)."""
     seen = []
-    for layer in model.layers:
-        for blk in layer.blocks:
-            blk.mlp.register_forward_pre_hook(lambda mod, args: seen.append(args[0].shape[0]))
-    return seen
+    handles = [blk.mlp.register_forward_pre_hook(lambda mod, args: seen.append(args[0].shape[0]))
+               for layer in model.layers for blk in layer.blocks]
+    return seen, handles
 
 
 @pytest.mark.parametrize("seed", range(12))
@@ -268,14 +267,13 @@ def test_swin_skips_dropped_branches_with_the_same_numbers():
         runs = []
         for model in (reference, skipping):
             model.zero_grad(set_to_none=True)
-            seen = _branch_batches(model)
+            seen, handles = _branch_batches(model)
             torch.manual_seed(seed)
             out = model(x)
             sum((v * v.detach().sin()).sum() for v in out.values()).backward()
             runs.append((out, {k: p.grad for k, p in model.named_parameters()}, torch.rand(3), list(seen)))
-            for layer in model.layers:
-                for blk in layer.blocks:
-                    blk.mlp._forward_pre_hooks.clear()
+            for handle in handles:
+                handle.remove()
         (o0, g0, r0, seen0), (o1, g1, r1, seen1) = runs
         for k in o0:
             torch.testing.assert_close(o1[k], o0[k], rtol=1e-6, atol=1e-6)
