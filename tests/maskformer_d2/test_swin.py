@@ -191,7 +191,8 @@ def test_window_attention_qkv_gradient_assembled_in_one_copy():
     """q, k, v come from unbind(2) + transpose on the (B*nW, N, 3, heads, d) layout: the same
     strided tensors as the official permute(2, 0, 3, 1, 4) + unbind(0), so the same outputs
     and gradients bit for bit, but backward stacks the three gradients straight into the qkv
-    layout instead of stacking, permuting back and copying again."""
+    layout instead of stacking, permuting back and copying again. In training on CPU (the
+    bias takes a gradient) the attention itself is the official Swin's formula, op for op."""
     torch.manual_seed(0)
     ws, heads, dim = 3, 2, 8
     attn = WindowAttention(dim, ws, heads).train()
@@ -201,8 +202,13 @@ def test_window_attention_qkv_gradient_assembled_in_one_copy():
 
     def official(t):
         q, k, v = fused_qkv_reference(attn.qkv(t), heads)
-        bias = attn.attention_bias(mask, None, q.dtype).repeat(2, 1, 1, 1)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=attn.scale)
+        n = ws * ws
+        logits = (q * attn.scale) @ k.transpose(-2, -1)
+        bias = attn.relative_position_bias_table[attn.relative_position_index.view(-1)].view(n, n, -1)
+        logits = logits + bias.permute(2, 0, 1).contiguous().unsqueeze(0)
+        nw = mask.shape[0]
+        logits = logits.view(-1, nw, heads, n, n) + mask.unsqueeze(1).unsqueeze(0)
+        out = logits.view(-1, heads, n, n).softmax(-1) @ v
         return attn.proj(out.transpose(1, 2).reshape(t.shape))
 
     nodes, official_nodes = assert_same_forward_and_gradients(attn, lambda t: attn(t, mask), official, x)
