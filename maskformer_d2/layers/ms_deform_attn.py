@@ -197,8 +197,11 @@ class WeightedRowSum(torch.autograd.Function):
             rows = WeightedRowSum.rows(base, shifts)
             bags, bag_size = rows.shape
             offsets = torch.arange(0, bags * bag_size, bag_size, dtype=rows.dtype, device=rows.device)
+            # the bag of every entry, given: without it the kernel derives it from the offsets
+            # (a zero fill, an index_add and a cumsum over all B * C * J entries)
+            offset2bag = torch.arange(bags, dtype=rows.dtype, device=rows.device).repeat_interleave(bag_size)
             grad_weights = torch.ops.aten._embedding_bag_per_sample_weights_backward(
-                grad_out.contiguous(), table, rows.reshape(-1), offsets, offsets.new_empty(0), 0
+                grad_out.contiguous(), table, rows.reshape(-1), offsets, offset2bag, 0
             ).view_as(weights)
         return grad_table, None, None, grad_weights
 
