@@ -8,6 +8,7 @@ from .ms_deform_attn import (
     ms_deform_attn_core_levelwise,
     ms_deform_attn_core_pytorch,
 )
+from .pointwise_conv import PointwiseConv2d
 from .position_encoding import PositionEmbeddingSine
 from .transformer import (
     Transformer,

@@ -11,7 +11,7 @@ from detectron2.config import configurable
 from detectron2.layers import Conv2d, ShapeSpec, get_norm
 from torch import nn
 
-from ...layers import PositionEmbeddingSine, TransformerEncoder, TransformerEncoderLayer
+from ...layers import PointwiseConv2d, PositionEmbeddingSine, TransformerEncoder, TransformerEncoderLayer
 from .build import PIXEL_DECODER_REGISTRY
 
 __all__ = ["BasePixelDecoder", "TransformerEncoderOnly", "TransformerEncoderPixelDecoder"]
@@ -23,7 +23,7 @@ NormArg = Optional[Union[str, Callable]]
 
 def lateral_conv(in_channels: int, conv_dim: int, norm: NormArg) -> Conv2d:
     """1x1 projection of a backbone level to ``conv_dim`` (``adapter_i``)."""
-    conv = Conv2d(in_channels, conv_dim, kernel_size=1, bias=norm == "", norm=get_norm(norm, conv_dim))
+    conv = PointwiseConv2d(in_channels, conv_dim, bias=norm == "", norm=get_norm(norm, conv_dim))
     weight_init.c2_xavier_fill(conv)
     return conv
 

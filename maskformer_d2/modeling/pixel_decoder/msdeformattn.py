@@ -8,12 +8,12 @@ import fvcore.nn.weight_init as weight_init
 import torch
 import torch.nn.functional as F
 from detectron2.config import configurable
-from detectron2.layers import Conv2d, ShapeSpec
+from detectron2.layers import ShapeSpec
 from torch import nn
 
 from segmentation_core.acceleration import capturing_graph
 
-from ...layers import MSDeformAttn, PositionEmbeddingSine, get_activation_fn
+from ...layers import MSDeformAttn, PointwiseConv2d, PositionEmbeddingSine, get_activation_fn
 from ...layers.transformer import clone_layers
 from .build import PIXEL_DECODER_REGISTRY
 from .fpn import add_fpn_level, sorted_shapes
@@ -229,7 +229,7 @@ class MSDeformAttnPixelDecoder(nn.Module):
         self.pe_layer = PositionEmbeddingSine(conv_dim // 2, normalize=True)
 
         self.mask_dim = mask_dim
-        self.mask_features = Conv2d(conv_dim, mask_dim, kernel_size=1, stride=1, padding=0)
+        self.mask_features = PointwiseConv2d(conv_dim, mask_dim)
         weight_init.c2_xavier_fill(self.mask_features)
 
         self.maskformer_num_feature_levels = 3  # the transformer decoder always reads 3 scales
