@@ -168,8 +168,8 @@ def test_bad_shapes_give_clear_errors():
 
 
 def test_encoder_layer_inplace_relu_keeps_gradients():
-    """The encoder layer applies its FFN ReLU in place; forward and every gradient equal the
-    out-of-place formulation."""
+    """The encoder layer applies its FFN ReLU in place (in training also the ReLU's backward:
+    ReluLinear); forward and every gradient equal the out-of-place formulation."""
     import torch.nn.functional as F
 
     from maskformer_d2.modeling.pixel_decoder.msdeformattn import MSDeformAttnTransformerEncoderLayer
@@ -196,7 +196,17 @@ def test_encoder_layer_inplace_relu_keeps_gradients():
         torch.testing.assert_close(g, r, rtol=0, atol=0)
     # in place on the 2-D linear result, not on a view of it: a CopySlices node would copy
     # the whole (B * S, d_ffn) gradient twice and fill a zero buffer in backward
-    assert "CopySlices" not in graph_node_names(layer(src, pos, ref_points, shapes, None).grad_fn)
+    names = graph_node_names(layer(src, pos, ref_points, shapes, None).grad_fn)
+    assert "CopySlices" not in names
+    assert any("ReluLinear" in n for n in names) and "ThresholdBackward" not in " ".join(names)
+    # eval with autograd on (e.g. traced), and dropout between the linears: autograd's ReLU
+    layer.eval()
+    eval_names = graph_node_names(layer(src, pos, ref_points, shapes, None).grad_fn)
+    assert not any("ReluLinear" in n for n in eval_names) and "CopySlices" not in eval_names
+    torch.testing.assert_close(layer(src, pos, ref_points, shapes, None), ref, rtol=0, atol=0)
+    layer.train()
+    layer.dropout2.p = 0.1
+    assert not any("ReluLinear" in n for n in graph_node_names(layer(src, pos, ref_points, shapes, None).grad_fn))
 
 
 def test_corner_weights_function_matches_composed_autograd():
