@@ -208,6 +208,17 @@ class SetCriterion(nn.Module):
             chunks.append(masks)
         return torch.cat(chunks)
 
+    @staticmethod
+    def _float_masks_once(targets: Sequence[Dict[str, torch.Tensor]]) -> List[Dict[str, torch.Tensor]]:
+        """On CPU, the targets with their bool / integer ``masks`` converted to float32 once:
+        the matcher and the mask loss of every prediction point-sample them as floats, which
+        otherwise converts each image's masks twice per prediction (20 passes over the masks
+        per Mask2Former step at batch 2). Same values (0 / 1; float16 / bfloat16 predictions
+        convert them further, exactly). The targets themselves are not modified."""
+        if any(t["masks"].device.type != "cpu" or t["masks"].is_floating_point() for t in targets):
+            return list(targets)
+        return [dict(t, masks=t["masks"].to(torch.float32)) for t in targets]
+
     def _num_masks(self, targets, device: torch.device) -> float:
         num_masks = torch.as_tensor([float(sum(len(t["labels"]) for t in targets))], device=device)
         world_size = _world_size()
@@ -235,6 +246,7 @@ class SetCriterion(nn.Module):
         if targets is None:
             raise ValueError("SetCriterion needs targets: training inputs must carry 'instances'")
         num_masks = self._num_masks(targets, outputs["pred_logits"].device)
+        targets = self._float_masks_once(targets)
         layers = [{k: v for k, v in outputs.items() if k != "aux_outputs"}]
         layers += list(outputs.get("aux_outputs", []))
         losses = {}

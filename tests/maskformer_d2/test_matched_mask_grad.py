@@ -142,3 +142,34 @@ def test_config_switch_and_log(caplog):
     with caplog.at_level("INFO"):
         build_criterion(cfg, 5)
     assert "every query's masks with autograd (MODEL.MASK_FORMER.MATCHED_MASK_GRAD False)" in caplog.text
+
+
+def test_bool_target_masks_converted_once_with_the_same_losses(monkeypatch):
+    """On CPU the criterion converts bool / uint8 target masks to float32 once per step (the
+    matcher and the mask loss of every prediction read them): the same losses bit for bit as
+    float targets, one conversion per image instead of two per prediction, and the caller's
+    targets keep their masks."""
+    decoder, criterion = _decoder(True).train(), _criterion()
+    x, mask_features, targets = _inputs()
+    with torch.no_grad():
+        outputs = decoder(x, mask_features)
+    bool_targets = [dict(t, masks=t["masks"].bool()) for t in targets]
+    conversions = []
+    real_to = torch.Tensor.to
+
+    def counting_to(self, *args, **kwargs):
+        if self.dtype == torch.bool:
+            conversions.append(tuple(self.shape))
+        return real_to(self, *args, **kwargs)
+
+    torch.manual_seed(2)
+    ref = criterion(outputs, targets)
+    monkeypatch.setattr(torch.Tensor, "to", counting_to)
+    torch.manual_seed(2)
+    got = criterion(outputs, bool_targets)
+    monkeypatch.undo()
+    assert got.keys() == ref.keys() and len(got) == 12
+    for k in ref:
+        assert torch.equal(got[k], ref[k]), k
+    assert conversions == [(3, 128, 160), (1, 128, 160)]  # once per image, not per prediction
+    assert all(t["masks"].dtype == torch.bool for t in bool_targets)
