@@ -173,3 +173,38 @@ def test_bool_target_masks_converted_once_with_the_same_losses(monkeypatch):
         assert torch.equal(got[k], ref[k]), k
     assert conversions == [(3, 128, 160), (1, 128, 160)]  # once per image, not per prediction
     assert all(t["masks"].dtype == torch.bool for t in bool_targets)
+
+
+def test_matched_target_points_read_the_masks_in_place_with_the_stack_values():
+    """The criterion reads each image's GT masks at the points of the prediction matched to
+    each target, without stacking the matched masks: the same labels bit for bit as the stack
+    (images without targets, unequal counts); masks of different sizes or a target matched twice
+    take the stack path (padding / duplicates)."""
+    criterion = _criterion()
+    g = torch.Generator().manual_seed(3)
+    targets = [{"masks": (torch.rand(n, 40, 56, generator=g) > 0.5).float()} for n in (4, 0, 2)]
+    indices = [(torch.tensor([7, 1, 3]), torch.tensor([2, 0, 3])), (torch.tensor([], dtype=torch.int64),) * 2,
+               (torch.tensor([5, 0]), torch.tensor([1, 0]))]
+    coords = torch.rand(5, 300, 2, generator=g)
+    like = torch.zeros(5, 8, 8)
+    stack = SetCriterion._matched_target_masks(targets, indices, like)
+    ref = torch.nn.functional.grid_sample(stack[:, None], 2 * coords[:, :, None] - 1, align_corners=False)[:, 0, :, 0]
+    got = SetCriterion._matched_target_points(targets, indices, coords, like)
+    assert torch.equal(got, ref) and 0 < got.mean() < 1
+
+    calls = []
+    real = SetCriterion._matched_target_points
+    criterion._matched_target_points = lambda *a: calls.append(1) or real(*a)
+    criterion.sample_points = lambda logits: coords[: logits.shape[0]]
+    src = torch.zeros(5, 8, 8)
+    for case_targets, case_indices, in_place in (
+        (targets, indices, True),
+        ([targets[0], targets[1], {"masks": torch.zeros(2, 40, 60)}], indices, False),  # two sizes: padded stack
+        (targets, [indices[0], indices[1], (torch.tensor([5, 0]), torch.tensor([1, 1]))], False),  # matched twice
+    ):
+        calls.clear()
+        _, labels = criterion._sample_matched_points({}, case_targets, case_indices, src)
+        stack = SetCriterion._matched_target_masks(case_targets, case_indices, src)
+        ref = torch.nn.functional.grid_sample(stack[:, None], 2 * coords[:, :, None] - 1, align_corners=False)[:, 0, :, 0]
+        assert torch.equal(labels, ref)
+        assert calls == ([1] if in_place else [])
