@@ -25,7 +25,8 @@ class GeluLinear(torch.autograd.Function):
     the GELU there: the (..., 4C) GELU output, which the linear would otherwise keep, is not
     stored (a quarter of a Swin block's saved activations). Same operations as autograd's,
     so the gradients are the same bit for bit; the cost is one more GELU per block in backward
-    (the GELU's backward runs in place on the product it scales, which saves about as much)."""
+    (backward reuses that GELU's buffer for the input gradient and runs the GELU's backward in
+    place on it, which saves about as much)."""
 
     @staticmethod
     def forward(ctx, h: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
@@ -37,14 +38,16 @@ class GeluLinear(torch.autograd.Function):
     def backward(ctx, grad_out: torch.Tensor):
         h, weight = ctx.saved_tensors
         grad_h = grad_w = grad_b = None
+        buffer = None  # one (..., 4C) buffer for the recomputed GELU, then for the input gradient
         if ctx.needs_input_grad[1]:
-            g = F.gelu(h)
-            grad_w = grad_out.reshape(-1, grad_out.shape[-1]).t().mm(g.reshape(-1, g.shape[-1]))
+            buffer = F.gelu(h)
+            grad_w = grad_out.reshape(-1, grad_out.shape[-1]).t().mm(buffer.reshape(-1, buffer.shape[-1]))
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_b = grad_out.reshape(-1, grad_out.shape[-1]).sum(0)
         if ctx.needs_input_grad[0]:
-            # in place on the fresh product: no second (..., 4C) buffer to fault in
-            grad_h = grad_out.matmul(weight)
+            # grad @ weight into memory already faulted in (the GELU's, no longer needed), and
+            # the GELU's backward in place on it: no further (..., 4C) buffer
+            grad_h = torch.matmul(grad_out, weight, out=buffer) if buffer is not None else grad_out.matmul(weight)
             torch.ops.aten.gelu_backward.grad_input(grad_h, h, grad_input=grad_h)
         return grad_h, grad_w, grad_b
 
