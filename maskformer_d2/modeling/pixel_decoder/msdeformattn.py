@@ -89,7 +89,8 @@ class MSDeformAttnTransformerEncoderLayer(nn.Module):
         elif (self.activation is F.relu and self.training and torch.is_grad_enabled() and self.dropout2.p == 0.0
               and not torch.is_autocast_enabled(src.device.type) and not capturing_graph()):
             # training (no dropout between the two linears): ReLU and its backward in place,
-            # on the 2-D rows (see the branch below for why not on a 3-D view)
+            # on the 2-D rows (see the branch below for why not on a 3-D view); linear2 runs
+            # inside ReluLinear, so its module hooks do not (as the Swin MLP's fc2 in GeluLinear)
             pre = self.linear1(src.reshape(-1, src.shape[-1]))
             ffn = ReluLinear.apply(pre, self.linear2.weight, self.linear2.bias).view(*src.shape[:-1], -1)
             return self.norm2(src + self.dropout3(ffn))
