@@ -173,14 +173,18 @@ class WindowAttention(nn.Module):
         sees itself); these plain ops are 15-20 % faster forward + backward (stage 1-3 windows
         at 2 x 512 x 512, docs/benchmarks.md)."""
         b_, heads, n, _ = q.shape
-        logits = (q * self.scale) @ k.transpose(-2, -1)
-        table = self.relative_position_bias_table
-        logits = logits + table[self.relative_position_index.view(-1)].view(n, n, -1).permute(2, 0, 1).unsqueeze(0)
+        logits = (q * self.scale) @ k.transpose(-2, -1) + self.relative_position_bias()
         if mask is not None:
             nw = mask.shape[0]
             logits = (logits.view(b_ // nw, nw, heads, n, n) + mask.unsqueeze(1).unsqueeze(0)).view(b_, heads, n, n)
         probs = F.dropout(logits.softmax(-1), self.attn_drop, self.training)
         return probs @ v
+
+    def relative_position_bias(self) -> torch.Tensor:
+        """The learned bias gathered from the table: (1, heads, N, N), with autograd."""
+        n = self.window_size * self.window_size
+        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
+        return bias.view(n, n, -1).permute(2, 0, 1).unsqueeze(0)
 
     def attention_bias(self, mask: Optional[torch.Tensor], mask_key: Optional[Tuple[int, int]],
                        dtype: torch.dtype) -> torch.Tensor:
@@ -198,9 +202,7 @@ class WindowAttention(nn.Module):
                    None if mask is None else (tuple(mask_key), mask.shape[0]))
             if self._bias_cache is not None and self._bias_cache[0] == key:
                 return self._bias_cache[1]
-        n = self.window_size * self.window_size
-        bias = table[self.relative_position_index.view(-1)]
-        bias = bias.view(n, n, -1).permute(2, 0, 1).unsqueeze(0)  # (1, heads, N, N)
+        bias = self.relative_position_bias()
         if mask is not None:
             bias = bias + mask.unsqueeze(1)  # (nW, heads, N, N)
         bias = bias.to(dtype)
