@@ -81,6 +81,10 @@ class MSDeformAttnTransformerEncoderLayer(nn.Module):
         into (inference with ReLU only; the encoder shares one across its layers)."""
         attn = self.self_attn(src + pos, reference_points, src, spatial_shapes, level_start_index, padding_mask)
         src = self.norm1(src + self.dropout1(attn))
+        return self.norm2(src + self.dropout3(self._ffn(src, ffn_buffer)))
+
+    def _ffn(self, src: torch.Tensor, ffn_buffer: Optional[torch.Tensor]) -> torch.Tensor:
+        """linear2(dropout2(activation(linear1(src)))): (B, S, C) -> (B, S, C)."""
         if ffn_buffer is not None:
             # what linear1 computes (addmm of the flattened rows), into memory already faulted
             # in: a fresh (B * S, d_ffn) result costs ~8 ms of page faults per layer at 512x512
@@ -92,8 +96,7 @@ class MSDeformAttnTransformerEncoderLayer(nn.Module):
             # on the 2-D rows (see the branch below for why not on a 3-D view); linear2 runs
             # inside ReluLinear, so its module hooks do not (as the Swin MLP's fc2 in GeluLinear)
             pre = self.linear1(src.reshape(-1, src.shape[-1]))
-            ffn = ReluLinear.apply(pre, self.linear2.weight, self.linear2.bias).view(*src.shape[:-1], -1)
-            return self.norm2(src + self.dropout3(ffn))
+            return ReluLinear.apply(pre, self.linear2.weight, self.linear2.bias).view(*src.shape[:-1], -1)
         elif self.activation is F.relu:
             # ReLU in place (autograd allows it: the linear does not keep its output for
             # backward, ReLU keeps its own): one (B, S, d_ffn) buffer fewer to allocate. On the
@@ -104,8 +107,7 @@ class MSDeformAttnTransformerEncoderLayer(nn.Module):
             hidden = self.linear1(src.reshape(-1, src.shape[-1])).relu_().view(*src.shape[:-1], -1)
         else:
             hidden = self.activation(self.linear1(src))
-        ffn = self.linear2(self.dropout2(hidden))
-        return self.norm2(src + self.dropout3(ffn))
+        return self.linear2(self.dropout2(hidden))
 
 
 class MSDeformAttnTransformerEncoder(nn.Module):
