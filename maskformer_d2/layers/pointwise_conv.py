@@ -31,8 +31,9 @@ class PointwiseConv2d(Conv2d):
         super().__init__(in_channels, out_channels, **kwargs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (x.device.type != "cpu" or x.dim() != 4 or not x.is_contiguous()
+        if (x.device.type != "cpu" or x.dim() != 4 or x.shape[1] != self.in_channels or not x.is_contiguous()
                 or torch.jit.is_scripting() or capturing_graph()):
+            # (a wrong channel count gets the convolution's own error, which names both counts)
             return super().forward(x)
         b, c, h, w = x.shape
         weight = self.weight.view(self.out_channels, c).expand(b, -1, -1)

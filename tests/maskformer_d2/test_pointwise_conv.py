@@ -49,6 +49,8 @@ def test_product_runs_on_contiguous_cpu_input_and_the_convolution_otherwise(monk
     assert calls == [1]
     torch.testing.assert_close(y_cl, y, rtol=1e-6, atol=1e-6)
     assert m(x[:0]).shape == (0, 4, 6, 5)  # an empty batch
+    with pytest.raises(RuntimeError, match="expected input.* to have 8 channels, but got 7"):
+        m(x[:, :7].contiguous())  # a wrong channel count: the convolution's error, not a reshape error
 
 
 def test_rejects_anything_but_a_plain_1x1_convolution():
