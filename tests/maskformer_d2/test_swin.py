@@ -10,6 +10,7 @@ from detectron2.projects.deeplab import add_deeplab_config
 from maskformer_d2 import add_maskformer2_config
 import torch.nn.functional as F
 
+import maskformer_d2.modeling.backbone.swin as swin
 from maskformer_d2.modeling.backbone.swin import (
     WindowAttention,
     shifted_window_mask,
@@ -89,6 +90,33 @@ def test_window_attention_equals_explicit_softmax():
     ref = attn.proj((logits.softmax(-1) @ v).transpose(1, 2).reshape(x.shape[0], ws * ws, dim))
     torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
     assert (mask == -100).any() and (mask == 0).any()
+
+
+@pytest.mark.parametrize("shift", [0, 1])
+def test_inference_window_attention_in_chunks_equals_sdpa(shift, monkeypatch):
+    """CPU float32 inference: the official formula over chunks of windows (bounded logits
+    memory); any chunking gives the same bits, and SDPA's fused kernel the same numbers."""
+    torch.manual_seed(0)
+    ws, heads, dim = 3, 2, 8
+    attn = WindowAttention(dim, ws, heads).eval()
+    torch.nn.init.normal_(attn.relative_position_bias_table, std=0.5)
+    mask = shifted_window_mask(9, 6, ws, shift, "cpu") if shift else None  # 6 windows
+    x = torch.randn(2 * 6, ws * ws, dim)
+    with torch.no_grad():
+        whole = attn.attend(x, mask, (9, 6))
+        # 2 windows per chunk (one window of both images with the shift mask)
+        monkeypatch.setattr(swin, "_WINDOW_LOGITS_BYTES", 2 * heads * (ws * ws) ** 2 * 4)
+        chunked = attn.attend(x, mask, (9, 6))
+        monkeypatch.setattr(swin, "_WINDOW_LOGITS_BYTES", 1)  # one window (per image) per chunk
+        single = attn.attend(x, mask, (9, 6))
+        qkv = attn.qkv(x).reshape(x.shape[0], ws * ws, 3, heads, dim // heads)
+        q, k, v = (t.transpose(1, 2) for t in qkv.unbind(2))
+        bias = attn.attention_bias(mask, (9, 6), q.dtype)
+        if mask is not None:
+            bias = bias.repeat(2, 1, 1, 1)
+        ref = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=attn.scale)
+    assert torch.equal(chunked, whole) and torch.equal(single, whole)
+    torch.testing.assert_close(whole, ref.transpose(1, 2).reshape(x.shape), atol=1e-6, rtol=1e-6)
 
 
 @pytest.mark.parametrize("size", [(96, 128), (64, 224)])

@@ -13,11 +13,16 @@ from detectron2.modeling import BACKBONE_REGISTRY, Backbone
 from timm.layers import DropPath, trunc_normal_
 from torch import nn
 
+from segmentation_core.acceleration import capturing_graph
 from segmentation_core.modeling.drop_path import drop_path_residual
 
 __all__ = ["SwinTransformer", "D2SwinTransformer"]
 
 logger = logging.getLogger(__name__)
+
+# Largest (windows, heads, N, N) float32 logits chunk of CPU inference window attention: a
+# 512 x 512 image's stage 1 is ~10 MB (one chunk); an 8000 x 8000 image's would be ~2.4 GB.
+_WINDOW_LOGITS_BYTES = 64 << 20
 
 
 class GeluLinear(torch.autograd.Function):
@@ -153,6 +158,9 @@ class WindowAttention(nn.Module):
         if q.device.type == "cpu" and torch.is_grad_enabled() and self.relative_position_bias_table.requires_grad:
             return self._attend_explicit(q, k, v, mask).transpose(1, 2).reshape(b_, n, c)
         bias = self.attention_bias(mask, mask_key, q.dtype)
+        if q.device.type == "cpu" and q.dtype == torch.float32 and not capturing_graph():
+            # (an exported / compiled graph keeps the one SDPA node: the chunk loop depends on sizes)
+            return self._attend_windows(q, k, v, bias).transpose(1, 2).reshape(b_, n, c)
         if mask is not None and bias.shape[0] != b_:
             # Windows are ordered image by image, so the (nW, heads, N, N) bias repeats every
             # nW windows. q/k/v stay 4-D: a 5-D call sends SDPA to its unfused math path.
@@ -179,6 +187,28 @@ class WindowAttention(nn.Module):
             logits = (logits.view(b_ // nw, nw, heads, n, n) + mask.unsqueeze(1).unsqueeze(0)).view(b_, heads, n, n)
         probs = F.dropout(logits.softmax(-1), self.attn_drop, self.training)
         return probs @ v
+
+    def _attend_windows(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """Attention without autograd on the bias (float32 CPU inference): (B*nW, heads, N,
+        head_dim) -> same; ``bias`` (1 or nW, heads, N, N) from :meth:`attention_bias`. The
+        official formula (scaled logits + bias, softmax, @ v) rather than SDPA's fused CPU
+        kernel: that kernel runs each (window, head) as its own small task, and with 2 threads
+        it took longer than with 1 at the Swin-T window shapes (12.3 -> 17.6 ms at stage 1),
+        where these batched products scale like any GEMM (14.9 -> 9.8 ms; docs/benchmarks.md).
+        Windows go in chunks whose logits stay under ``_WINDOW_LOGITS_BYTES``, so a large
+        image's (windows, heads, N, N) logits are never all in memory (SDPA's never are)."""
+        b_, heads, n, d = q.shape
+        per_window = bias.shape[0] > 1  # the shift mask differs per window of an image
+        groups, windows = (b_ // bias.shape[0], bias.shape[0]) if per_window else (1, b_)
+        q, k, v = (t.reshape(groups, windows, heads, n, d) for t in (q, k, v))
+        step = max(1, _WINDOW_LOGITS_BYTES // (groups * heads * n * n * q.element_size()))
+        out = []
+        for s in range(0, windows, step):
+            logits = (q[:, s:s + step] * self.scale) @ k[:, s:s + step].transpose(-2, -1)
+            logits += bias[s:s + step] if per_window else bias
+            probs = F.dropout(logits.softmax(-1), self.attn_drop, self.training)
+            out.append(probs @ v[:, s:s + step])
+        return (out[0] if len(out) == 1 else torch.cat(out, 1)).reshape(b_, heads, n, d)
 
     def relative_position_bias(self) -> torch.Tensor:
         """The learned bias gathered from the table: (1, heads, N, N), with autograd."""
