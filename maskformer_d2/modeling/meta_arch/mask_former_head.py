@@ -1,5 +1,6 @@
 """``MaskFormerHead``: pixel decoder + transformer decoder, the ``sem_seg_head`` of MaskFormer and
 Mask2Former."""
+import inspect
 import logging
 from typing import Dict, Optional
 
@@ -86,6 +87,8 @@ class MaskFormerHead(nn.Module):
         self.loss_weight = loss_weight
         self.pixel_decoder = pixel_decoder
         self.predictor = transformer_predictor
+        # looked up once: forward may run under torch.compile
+        self._predictor_takes_aux_masks = "aux_masks" in inspect.signature(transformer_predictor.forward).parameters
         self.transformer_in_feature = transformer_in_feature
         self.num_classes = num_classes
 
@@ -119,18 +122,27 @@ class MaskFormerHead(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
                                       unexpected_keys, error_msgs)
 
-    def forward(self, features: Dict[str, torch.Tensor], mask: Optional[torch.Tensor] = None):
-        return self.layers(features, mask)
+    def forward(self, features: Dict[str, torch.Tensor], mask: Optional[torch.Tensor] = None,
+                aux_masks: bool = True):
+        """``aux_masks=False``: the earlier layers' ``aux_outputs`` without masks (inference
+        reads only the last layer's), where the predictor takes that argument (both decoders
+        here do; another registered predictor computes what it always does)."""
+        return self.layers(features, mask, aux_masks)
 
-    def layers(self, features: Dict[str, torch.Tensor], mask: Optional[torch.Tensor] = None):
+    def layers(self, features: Dict[str, torch.Tensor], mask: Optional[torch.Tensor] = None,
+               aux_masks: bool = True):
         mask_features, encoder_features, multi_scale_features = self.pixel_decoder.forward_features(features)
         if self.transformer_in_feature == "multi_scale_pixel_decoder":
-            return self.predictor(multi_scale_features, mask_features, mask)
-        if self.transformer_in_feature == "transformer_encoder":
+            x = multi_scale_features
+        elif self.transformer_in_feature == "transformer_encoder":
             if encoder_features is None:
                 raise ValueError("TRANSFORMER_IN_FEATURE='transformer_encoder' needs a pixel decoder with a "
                                  "transformer encoder (e.g. TransformerEncoderPixelDecoder).")
-            return self.predictor(encoder_features, mask_features, mask)
-        if self.transformer_in_feature == "pixel_embedding":
-            return self.predictor(mask_features, mask_features, mask)
-        return self.predictor(features[self.transformer_in_feature], mask_features, mask)
+            x = encoder_features
+        elif self.transformer_in_feature == "pixel_embedding":
+            x = mask_features
+        else:
+            x = features[self.transformer_in_feature]
+        if aux_masks or not self._predictor_takes_aux_masks:
+            return self.predictor(x, mask_features, mask)
+        return self.predictor(x, mask_features, mask, aux_masks=False)

@@ -16,6 +16,7 @@ either project builds the matching decoder), see ``model_family``:
 * "maskformer" (``StandardTransformerDecoder``): focal + dice on full-resolution masks, class
   cost 1; panoptic segments are the argmax regions.
 """
+import inspect
 import logging
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -311,10 +312,13 @@ class MaskFormer(nn.Module):
         """Inference network: (B, 3, Hp, Wp) normalised images -> head outputs ``pred_logits``
         (B, Q, K+1), ``pred_masks`` (B, Q, Hp/4, Wp/4), ``aux_outputs``, run in
         ``inference_precision``; ``pred_logits`` and ``pred_masks`` come back in float32, the
-        per-layer ``aux_outputs`` (unused by inference) in the network's dtype: casting them
-        would cost tens of ms per 512x512 image in bf16."""
+        per-layer ``aux_outputs`` (unused by inference) in the network's dtype. Where the head
+        takes ``aux_masks`` (``MaskFormerHead``), the ``aux_outputs`` carry no masks: computing
+        the earlier layers' full 1/4-scale masks is most of the decoder's cost that inference
+        does not need (the last layer's outputs are the same bits)."""
+        kwargs = {"aux_masks": False} if "aux_masks" in inspect.signature(self.sem_seg_head.forward).parameters else {}
         return self.inference_precision.run(
-            lambda x: self.sem_seg_head(self.backbone(x)), images, device_type=images.device.type,
+            lambda x: self.sem_seg_head(self.backbone(x), **kwargs), images, device_type=images.device.type,
             uncast_keys=("aux_outputs",))
 
     def preprocess_images(self, batched_inputs: Sequence[Dict]) -> ImageList:

@@ -53,6 +53,30 @@ def downsample_bilinear(x: torch.Tensor, size) -> torch.Tensor:
             + bottom[..., y1::kw] * 0.25)
 
 
+def attention_mask_taps(features: torch.Tensor, size) -> Optional[torch.Tensor]:
+    """The pixels of (B, C, H, W) ``features`` that :func:`downsample_bilinear` to ``size``
+    reads, in their order: (B, C, 2 * th, 2 * tw); ``None`` where it reads every pixel (factor
+    2) or takes ``F.interpolate`` (factors not even; graph capture).
+
+    A mask's taps are the product of the mask embedding with the features' taps, so the
+    attention mask at 1/8 (1/16) of the image needs a quarter (a sixteenth) of the 1/4-scale
+    mask logits, with the same dot product per pixel (per-pixel results of the product do
+    not depend on how many pixels it computes: tested bit for bit)."""
+    if capturing_graph() or features.dim() != 4:
+        return None
+    h, w = features.shape[-2:]
+    th, tw = int(size[0]), int(size[1])
+    if th <= 0 or tw <= 0 or h % th or w % tw or (h // th) % 2 or (w // tw) % 2 or (h // th, w // tw) == (2, 2):
+        return None
+    kh, kw = h // th, w // tw
+
+    def taps(k: int, n: int) -> torch.Tensor:  # rows (cols) i*k + k/2 - 1 and i*k + k/2, interleaved
+        first = torch.arange(n, device=features.device) * k + (k // 2 - 1)
+        return torch.stack((first, first + 1), 1).reshape(-1)
+
+    return features.index_select(2, taps(kh, th)).index_select(3, taps(kw, tw))
+
+
 class SelfAttentionLayer(nn.Module):
     """Residual self-attention over queries with LayerNorm (post- or pre-norm). (B, Q, C) -> (B, Q, C)."""
 
@@ -137,6 +161,13 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
     recomputes the matched masks with gradients: the same losses and gradients up to float
     summation order, without the backward of a Q-query einsum at 1/4 resolution per layer.
     Inference and ``matched_mask_grad=False`` compute the masks with autograd as before.
+
+    ``forward(..., aux_masks=False)`` (the inference network, which reads only the last
+    prediction): the earlier predictions carry ``pred_logits`` only, and their masks are
+    computed only at the pixels the next attention mask is resized from
+    (:func:`attention_mask_taps`): the same attention masks and outputs bit for bit (tested),
+    without 9 full 1/4-scale mask products (~55 % of their pixels at 512 x 512; an
+    8000 x 8000 image's are 1.6 GB each).
     """
 
     _version = 2
@@ -233,7 +264,7 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
                                       unexpected_keys, error_msgs)
 
-    def forward(self, x: List[torch.Tensor], mask_features: torch.Tensor, mask=None):
+    def forward(self, x: List[torch.Tensor], mask_features: torch.Tensor, mask=None, aux_masks: bool = True):
         if len(x) != self.num_feature_levels:
             raise ValueError(f"{type(self).__name__} needs {self.num_feature_levels} feature maps "
                              f"(MODEL.MASK_FORMER.TRANSFORMER_IN_FEATURE='multi_scale_pixel_decoder'); got {len(x)}.")
@@ -252,9 +283,11 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
 
         # training: full-size masks without autograd, matched ones recomputed by the criterion
         lazy = self.matched_mask_grad and self.training and torch.is_grad_enabled()
+        # without aux masks: each attention-mask size's feature taps, gathered once
+        taps = {} if aux_masks else {tuple(s): attention_mask_taps(mask_features, s) for s in sizes}
         predictions_class, predictions_mask, predictions_embed = [], [], []
         outputs_class, outputs_mask, attn_mask, mask_embed = self.forward_prediction_heads(
-            output, mask_features, sizes[0], lazy)
+            output, mask_features, sizes[0], lazy, taps.get(tuple(sizes[0])))
         predictions_class.append(outputs_class)
         predictions_mask.append(outputs_mask)
         predictions_embed.append(mask_embed)
@@ -270,32 +303,41 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
             )
             output = self.transformer_self_attention_layers[i](output, query_pos=query_embed)
             output = self.transformer_ffn_layers[i](output)
+            size = sizes[(i + 1) % self.num_feature_levels]
+            last = i == self.num_layers - 1
             outputs_class, outputs_mask, attn_mask, mask_embed = self.forward_prediction_heads(
-                output, mask_features, sizes[(i + 1) % self.num_feature_levels], lazy)
+                output, mask_features, size, lazy, None if last else taps.get(tuple(size)))
             predictions_class.append(outputs_class)
             predictions_mask.append(outputs_mask)
             predictions_embed.append(mask_embed)
 
         predictions = [{"pred_logits": c, "pred_masks": m} for c, m in zip(predictions_class, predictions_mask)]
+        if not aux_masks:
+            predictions[:-1] = [{"pred_logits": c} for c in predictions_class[:-1]]
         if lazy:
             for p, e in zip(predictions, predictions_embed):
                 p.update(pred_mask_embed=e, mask_features=mask_features)
         return {**predictions[-1], "aux_outputs": predictions[:-1]}
 
     def forward_prediction_heads(self, output: torch.Tensor, mask_features: torch.Tensor, attn_mask_target_size,
-                                 lazy: bool = False):
+                                 lazy: bool = False, taps: Optional[torch.Tensor] = None):
         """output (B, Q, C) -> class logits (B, Q, K+1), mask logits (B, Q, H, W), the next
         attention mask, bool (B, 1, Q, h*w) at ``attn_mask_target_size`` (True = blocked), and
-        the mask embeddings (B, Q, mask_dim). ``lazy``: the mask logits without autograd."""
+        the mask embeddings (B, Q, mask_dim). ``lazy``: the mask logits without autograd.
+        ``taps``: :func:`attention_mask_taps` of ``mask_features`` for this size; the mask
+        logits are then computed there only, and returned as ``None``."""
         decoder_output = self.decoder_norm(output)
         outputs_class = self.class_embed(decoder_output)
         mask_embed = self.mask_embed(decoder_output)
-        if lazy:
+        if taps is not None:
+            outputs_mask = None
+            resized_from = torch.einsum("bqc,bchw->bqhw", mask_embed, taps)
+        elif lazy:
             with torch.no_grad():
-                outputs_mask = torch.einsum("bqc,bchw->bqhw", mask_embed, mask_features)
+                outputs_mask = resized_from = torch.einsum("bqc,bchw->bqhw", mask_embed, mask_features)
         else:
-            outputs_mask = torch.einsum("bqc,bchw->bqhw", mask_embed, mask_features)
-        attn_mask = downsample_bilinear(outputs_mask.detach(), attn_mask_target_size)
+            outputs_mask = resized_from = torch.einsum("bqc,bchw->bqhw", mask_embed, mask_features)
+        attn_mask = downsample_bilinear(resized_from.detach(), attn_mask_target_size)
         # Same for every head: one (B, 1, Q, HW) mask broadcast over heads.
         attn_mask = (attn_mask.sigmoid().flatten(2).unsqueeze(1) < 0.5).detach()
         return outputs_class, outputs_mask, attn_mask, mask_embed

@@ -84,9 +84,12 @@ class StandardTransformerDecoder(nn.Module):
             "mask_dim": cfg.MODEL.SEM_SEG_HEAD.MASK_DIM,
         }
 
-    def forward(self, x: torch.Tensor, mask_features: torch.Tensor, mask: Optional[torch.Tensor] = None):
+    def forward(self, x: torch.Tensor, mask_features: torch.Tensor, mask: Optional[torch.Tensor] = None,
+                aux_masks: bool = True):
         """x (B, C_in, H, W); mask_features (B, mask_dim, H', W'); mask: optional bool padding
-        mask (B, H0, W0), resized to (H, W)."""
+        mask (B, H0, W0), resized to (H, W). ``aux_masks=False`` (the inference network, which
+        reads only the last layer): ``aux_outputs`` carry ``pred_logits`` only, and the earlier
+        layers' (B, Q, H', W') masks are not computed (the last one's are the same bits)."""
         if mask is not None:
             mask = F.interpolate(mask[None].float(), size=x.shape[-2:]).to(torch.bool)[0]
         pos = self.pe_layer(x, mask)
@@ -97,12 +100,15 @@ class StandardTransformerDecoder(nn.Module):
         if self.mask_classification:
             outputs_class = self.class_embed(hs)
             out["pred_logits"] = outputs_class[-1]
-        if self.aux_loss:
+        if self.aux_loss and aux_masks:
             outputs_masks = torch.einsum("lbqc,bchw->lbqhw", self.mask_embed(hs), mask_features)
             out["pred_masks"] = outputs_masks[-1]
             out["aux_outputs"] = self._set_aux_loss(outputs_class, outputs_masks)
         else:
             out["pred_masks"] = torch.einsum("bqc,bchw->bqhw", self.mask_embed(hs[-1]), mask_features)
+            if self.aux_loss:
+                out["aux_outputs"] = ([{"pred_logits": a} for a in outputs_class[:-1]] if self.mask_classification
+                                      else [{} for _ in range(len(hs) - 1)])
         return out
 
     def _set_aux_loss(self, outputs_class, outputs_masks) -> List[Dict[str, torch.Tensor]]:
