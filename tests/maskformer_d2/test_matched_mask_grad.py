@@ -107,12 +107,35 @@ def test_all_predictions_matched_masks_in_one_product(monkeypatch):
     criterion(decoder(x, mask_features.requires_grad_()), targets)
     with_grad = [c for c in calls if c[-1][0].requires_grad]
     assert len(with_grad) == 1 and with_grad[0][0] == 4  # one product for the 4 predictions
+    # and no other: the points are sampled on the rows of pred_masks, not on recomputed masks
+    assert len(calls) == 1
     assert with_grad[0][1] == [4, 4, 4, 4]  # 3 + 1 targets matched in each prediction
     _, _, embeds, features, indices, out = with_grad[0]
     for embed, layer_indices, masks in zip(embeds, indices, out):
         want = torch.cat([torch.einsum("qc,chw->qhw", embed[b, src], features[b])
                           for b, (src, _) in enumerate(layer_indices)])
         torch.testing.assert_close(masks, want, rtol=1e-5, atol=1e-5)
+
+
+def test_points_are_sampled_on_the_rows_of_pred_masks(monkeypatch):
+    """The criterion samples each prediction's points on the matched rows of the decoder's
+    (gradient-free) pred_masks, as the official criterion samples on its pred_masks; the
+    matched masks it recomputes with autograd agree with those rows to rounding (a product with
+    fewer rows may round differently: 1 ulp here)."""
+    decoder, criterion = _decoder(True).train(), _criterion()
+    x, mask_features, targets = _inputs()
+    outputs = decoder(x, mask_features)
+    targets = criterion._float_masks_once(targets)
+    sampled_on = []
+    monkeypatch.setattr(criterion, "sample_points", lambda logits: sampled_on.append(logits) or
+                        type(criterion).sample_points(criterion, logits))
+    for layer in [outputs] + outputs["aux_outputs"]:
+        indices = criterion.matcher(layer, targets)
+        batch_idx, src_idx = criterion._src_permutation_idx(indices)
+        criterion._sample_matched_points(layer, targets, indices)
+        assert torch.equal(sampled_on.pop()[:, 0], layer["pred_masks"][batch_idx, src_idx])
+        recomputed = criterion._matched_mask_logits(layer, indices)
+        torch.testing.assert_close(recomputed.detach(), layer["pred_masks"][batch_idx, src_idx], rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("mode", ["eval", "no_grad"])
