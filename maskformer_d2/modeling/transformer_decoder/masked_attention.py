@@ -60,8 +60,8 @@ def attention_mask_taps(features: torch.Tensor, size) -> Optional[torch.Tensor]:
 
     A mask's taps are the product of the mask embedding with the features' taps, so the
     attention mask at 1/8 (1/16) of the image needs a quarter (a sixteenth) of the 1/4-scale
-    mask logits, with the same dot product per pixel (per-pixel results of the product do
-    not depend on how many pixels it computes: tested bit for bit)."""
+    mask logits, with the same dot product per pixel (with this BLAS a pixel's result does not
+    depend on how many pixels the product computes; the tests compare bit for bit)."""
     if capturing_graph() or features.dim() != 4:
         return None
     h, w = features.shape[-2:]
