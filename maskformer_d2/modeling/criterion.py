@@ -284,6 +284,14 @@ class SetCriterion(nn.Module):
         targets = self._float_masks_once(targets)
         layers = [{k: v for k, v in outputs.items() if k != "aux_outputs"}]
         layers += list(outputs.get("aux_outputs", []))
+        maskless = [i for i, layer in enumerate(layers) if "pred_masks" not in layer]
+        if maskless:
+            raise ValueError(
+                f"SetCriterion: predictions {maskless} (0 = the last layer, then aux_outputs) carry no "
+                "'pred_masks'; the matcher and the mask losses need every layer's masks. A head called "
+                "with aux_masks=False (the inference network, MaskFormer.network) leaves them out: call "
+                "it with the default aux_masks=True for training."
+            )
         losses = {}
         # Predictions whose masks the criterion recomputes (see _matched_mask_logits) from one
         # mask_features: their point logits with autograd come from one product at the end.

@@ -94,3 +94,19 @@ def test_standard_decoder_without_aux_masks_gives_the_same_outputs():
     assert [set(a) for a in fast["aux_outputs"]] == [{"pred_logits"}] * 3
     for a, b in zip(fast["aux_outputs"], full["aux_outputs"]):
         assert torch.equal(a["pred_logits"], b["pred_logits"])
+
+
+def test_criterion_refuses_predictions_without_aux_masks():
+    """aux_masks=False is for inference: training on such outputs is a clear error."""
+    from maskformer_d2.modeling.criterion import SetCriterion
+    from maskformer_d2.modeling.matcher import HungarianMatcher
+
+    decoder = _masked_decoder()
+    x, mask_features = _multi_scale_inputs()
+    with torch.no_grad():
+        outputs = decoder(x, mask_features, aux_masks=False)
+    criterion = SetCriterion(5, HungarianMatcher(2.0, 5.0, 5.0, num_points=50), {}, 0.1, ["labels", "masks"],
+                             num_points=50)
+    targets = [{"labels": torch.tensor([1]), "masks": torch.ones(1, 256, 320)}] * 2
+    with pytest.raises(ValueError, match=r"predictions \[1, 2, 3, 4, 5, 6\].*aux_masks=False"):
+        criterion(outputs, targets)
