@@ -184,6 +184,9 @@ class MaskFormer(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.sem_seg_head = sem_seg_head
+        # network()'s keyword for the head, looked up once (as MaskFormerHead does for its predictor)
+        takes_aux_masks = "aux_masks" in inspect.signature(sem_seg_head.forward).parameters
+        self._inference_head_kwargs = {"aux_masks": False} if takes_aux_masks else {}
         self.criterion = criterion
         self.num_queries = num_queries
         self.object_mask_threshold = object_mask_threshold
@@ -316,9 +319,9 @@ class MaskFormer(nn.Module):
         takes ``aux_masks`` (``MaskFormerHead``), the ``aux_outputs`` carry no masks: computing
         the earlier layers' full 1/4-scale masks is most of the decoder's cost that inference
         does not need (the last layer's outputs are the same bits)."""
-        kwargs = {"aux_masks": False} if "aux_masks" in inspect.signature(self.sem_seg_head.forward).parameters else {}
         return self.inference_precision.run(
-            lambda x: self.sem_seg_head(self.backbone(x), **kwargs), images, device_type=images.device.type,
+            lambda x: self.sem_seg_head(self.backbone(x), **self._inference_head_kwargs), images,
+            device_type=images.device.type,
             uncast_keys=("aux_outputs",))
 
     def preprocess_images(self, batched_inputs: Sequence[Dict]) -> ImageList:
