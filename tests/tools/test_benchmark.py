@@ -16,6 +16,20 @@ def test_summary_statistics():
     assert abs(s["p90_ms"] - 7.6) < 1e-9 and abs(s["p10_ms"] - 1.4) < 1e-9
 
 
+def test_paired_speedups_are_per_repetition_ratios():
+    from tools.benchmark.runner import paired_speedups
+
+    # a load change in repetitions 3-4 slows both: the pairs stay near 2x, while the ratio
+    # of the medians (peer 400 / ours 150 = 2.67x) mixes repetitions taken under other loads
+    ours = [100.0, 100.0, 150.0, 300.0, 300.0]
+    peer = [200.0, 210.0, 400.0, 600.0, 570.0]
+    p = paired_speedups(ours, peer)
+    assert p["pairs"] == 5 and p["median"] == 2.0 and p["min"] == 1.9 and abs(p["max"] - 400 / 150) < 1e-12
+    assert (p["q1"], p["q3"]) == (2.0, 2.1)
+    with pytest.raises(ValueError, match="same number"):
+        paired_speedups([1.0, 2.0], [1.0])
+
+
 def test_interleaving_alternates_the_order():
     calls = []
     interleaved_timings({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")},
@@ -45,10 +59,14 @@ def test_benchmark_tool_report_structure(tmp_path):
     assert {(q["case"], q["batch"]) for q in sec["ratios"]} == {("network", 1), ("network", 2), ("train", 2)}
     for q in sec["ratios"]:
         assert abs(q["latency_ours_over_peer"] * q["speedup_ours_vs_peer"] - 1) < 1e-9
+        # one repetition: one pair, whose speed-up is the ratio of the (one-sample) medians
+        assert q["paired_speedup"]["pairs"] == 1
+        assert abs(q["paired_speedup"]["median"] - q["speedup_ours_vs_peer"]) < 1e-9
     assert sec["flops"]["gflop_per_image"] > 0.05
     assert sec["memory"] == [] and sec["skipped"] == []
     md = out_md.read_text()
     assert "| tiny_m2f_swin | network | ours | 1 | 64x64 |" in md and "speed-up vs peer" in md
+    assert "paired speed-ups" in md and "; 1 pairs)" in md
 
 
 @pytest.mark.slow

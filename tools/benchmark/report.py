@@ -26,16 +26,25 @@ def _timing_lines(section: Dict) -> List[List[str]]:
 
 _TIMING_HEAD = ["preset", "case", "impl", "batch", "size", "median ms", "IQR (q1-q3) ms",
                 "p10-p90 ms", "images/s", "GFLOP/s", "% of matmul"]
-_RATIO_HEAD = ["preset", "case", "batch", "ours/peer latency", "speed-up vs peer"]
+_RATIO_HEAD = ["preset", "case", "batch", "ours/peer latency", "speed-up vs peer",
+               "paired speed-ups: median (q1-q3, min-max)"]
 _VARIANT_HEAD = ["preset", "variant options", "case", "batch", "variant/ours latency",
                  "speed-up vs ours", "speed-up vs peer"]
 _MEM_HEAD = ["preset", "case", "impl", "batch", "peak RSS MiB", "baseline MiB",
              "peak - baseline MiB", "step delta MiB", "method"]
 
 
+def _paired(r):
+    p = r.get("paired_speedup")
+    if not p:
+        return "-"
+    return (f"{_fmt(p['median'], 2)}x ({_fmt(p['q1'], 2)}-{_fmt(p['q3'], 2)}, "
+            f"{_fmt(p['min'], 2)}-{_fmt(p['max'], 2)}; {p['pairs']} pairs)")
+
+
 def _ratio_lines(section):
     return [[section["preset"], r["case"], str(r["batch"]), _fmt(r["latency_ours_over_peer"], 3),
-             _fmt(r["speedup_ours_vs_peer"], 2) + "x"] for r in section["ratios"]]
+             _fmt(r["speedup_ours_vs_peer"], 2) + "x", _paired(r)] for r in section["ratios"]]
 
 
 def _variant_lines(section):

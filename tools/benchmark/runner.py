@@ -28,7 +28,7 @@ import torch
 from .families import batch_for, build_subjects, cfg_for, pair_weights
 from .flops import count_flops, count_flops_dispatch, flops_by_dtype
 from .presets import get_preset
-from .stats import summarize
+from .stats import percentile, summarize
 from .timing import interleaved_timings
 
 logger = logging.getLogger(__name__)
@@ -59,7 +59,9 @@ def _timing_rows(case: str, batch: int, size, timings: Dict[str, List[float]],
     for impl, secs in timings.items():
         s = summarize(secs)
         row = {"case": case, "impl": impl, "batch": batch, "size": list(size), **s,
-               "images_per_s": 1000.0 * batch / s["median_ms"]}
+               "images_per_s": 1000.0 * batch / s["median_ms"],
+               # in repetition order: repetition r of every impl ran back to back (a pair)
+               "samples_ms": [1000.0 * x for x in secs]}
         if gflop is not None and case.startswith(("network", "end_to_end")):
             achieved = gflop * batch / (s["median_ms"] / 1000.0)
             row["achieved_gflops"] = achieved
@@ -77,14 +79,30 @@ def _rows_by_case(rows: List[Dict]) -> Dict:
     return by_case
 
 
+def paired_speedups(ours_ms: List[float], peer_ms: List[float]) -> Dict[str, float]:
+    """Statistics of the per-repetition speed-ups peer_r / ours_r. The two calls of a
+    repetition ran back to back (``interleaved_timings``), so a load change on a shared host
+    that lasts longer than one repetition moves both; the spread of these ratios says how
+    far one run's speed-up can be trusted, which the ratio of the two medians does not."""
+    if len(ours_ms) != len(peer_ms) or not ours_ms:
+        raise ValueError(f"paired speed-ups need the same number (> 0) of repetitions of both: "
+                         f"got {len(ours_ms)} and {len(peer_ms)}")
+    r = [p / o for o, p in zip(ours_ms, peer_ms)]
+    return {"pairs": len(r), "median": percentile(r, 50), "q1": percentile(r, 25),
+            "q3": percentile(r, 75), "min": min(r), "max": max(r)}
+
+
 def _ratio_rows(rows: List[Dict]) -> List[Dict]:
     out = []
     for (case, batch), impls in _rows_by_case(rows).items():
         if "ours" in impls and "peer" in impls:
             o, p = impls["ours"], impls["peer"]
-            out.append({"case": case, "batch": batch,
-                        "latency_ours_over_peer": o["median_ms"] / p["median_ms"],
-                        "speedup_ours_vs_peer": p["median_ms"] / o["median_ms"]})
+            row = {"case": case, "batch": batch,
+                   "latency_ours_over_peer": o["median_ms"] / p["median_ms"],
+                   "speedup_ours_vs_peer": p["median_ms"] / o["median_ms"]}
+            if "samples_ms" in o and "samples_ms" in p:
+                row["paired_speedup"] = paired_speedups(o["samples_ms"], p["samples_ms"])
+            out.append(row)
     return out
 
 
