@@ -227,7 +227,7 @@ def ms_deform_attn_core_gather(
     """
     shapes = _as_int_shapes(spatial_shapes)
     _check_core_inputs(value, shapes, sampling_locations, attention_weights)
-    heights, widths = _level_sizes(shapes, value, sampling_locations.shape[3])
+    heights, widths = _level_sizes(shapes, value, sampling_locations.shape[3], sampling_locations.shape[4])
     # pixel coordinates, align_corners=False: pixel centres at i + 0.5
     x = sampling_locations[..., 0] * widths - 0.5
     y = sampling_locations[..., 1] * heights - 0.5
@@ -252,19 +252,31 @@ def ms_deform_attn_gather_from_offsets(
     if reference_points.shape != (n, lq, num_levels, 2):
         raise ValueError(f"reference_points must be (N, Lq, L, 2) = {(n, lq, num_levels, 2)}, "
                          f"got {tuple(reference_points.shape)}")
-    heights, widths = _level_sizes(shapes, value, num_levels)
+    heights, widths = _level_sizes(shapes, value, num_levels, num_points)
     ref = reference_points[:, :, None, :, None, :]  # (N, Lq, 1, L, 1, 2)
+    # the (N, Lq, 1, L, P) terms contiguous: broadcast over heads only (see _level_sizes)
     x = offsets[..., 0] + (ref[..., 0] * widths - 0.5)
     y = offsets[..., 1] + (ref[..., 1] * heights - 0.5)
     return _gather_at_pixels(value, shapes, x, y, attention_weights, heights, widths)
 
 
-def _level_sizes(shapes: List[Tuple[int, int]], value: torch.Tensor, num_levels: int):
-    """Per-level heights and widths as (1, 1, 1, L, 1) tensors of the value's dtype."""
-    view = (1, 1, 1, num_levels, 1)
+def _level_constant(values: List[int], num_points: int, **kw) -> torch.Tensor:
+    """A per-level constant as a contiguous (1, 1, 1, L, P) tensor (the same value for every
+    point of a level). Why not (1, 1, 1, L, 1): an elementwise op of an (N, Lq, M, L, P) tensor
+    with that broadcasts inside the innermost (L, P) block, so the CPU kernel runs an inner
+    loop of P = 4 elements with a stride-0 operand; with the constant spelled out over P the
+    (L, P) block is one contiguous run in both operands and vectorises: ``minimum`` of a
+    (2, 5376, 8, 3, 4) tensor 1.5 -> 0.2 ms at 2 threads (docs/benchmarks.md, twelfth
+    session). The values, and so the results, are the same."""
+    return torch.tensor(values, **kw).view(1, 1, 1, -1, 1).expand(-1, -1, -1, -1, num_points).contiguous()
+
+
+def _level_sizes(shapes: List[Tuple[int, int]], value: torch.Tensor, num_levels: int, num_points: int):
+    """Per-level heights and widths as contiguous (1, 1, 1, L, P) tensors of the value's
+    dtype (:func:`_level_constant`)."""
     kw = dict(device=value.device, dtype=value.dtype)
-    return (torch.tensor([h for h, _ in shapes], **kw).view(view),
-            torch.tensor([w for _, w in shapes], **kw).view(view))
+    return (_level_constant([h for h, _ in shapes], num_points, **kw),
+            _level_constant([w for _, w in shapes], num_points, **kw))
 
 
 def _clamp_coordinates(x: torch.Tensor, size: torch.Tensor) -> torch.Tensor:
@@ -335,6 +347,11 @@ def _gather_at_pixels(value: torch.Tensor, shapes: List[Tuple[int, int]], x: tor
     n, _, m, d = value.shape
     _, lq, _, num_levels, num_points = x.shape
     device = value.device
+    # MSDeformAttn hands the weights over as a view with the heads innermost (its softmax runs
+    # that way); the corner weights combine them with x and y elementwise, which vectorises
+    # only when all three share one layout: (2, 5376, 8, 3, 4) at 2 threads 5.6 -> 4.0 ms
+    # with this copy included (the same values)
+    attention_weights = attention_weights.contiguous()
 
     # Value table with a zero border per level: (N, S_padded, M, D) -> rows of D channels.
     tables, starts, row_lengths = [], [], []
@@ -347,7 +364,6 @@ def _gather_at_pixels(value: torch.Tensor, shapes: List[Tuple[int, int]], x: tor
     table = torch.cat(tables, dim=1)
     padded_size = table.shape[1]
 
-    level_view = (1, 1, 1, num_levels, 1)
     with_grad = torch.is_grad_enabled() and (x.requires_grad or y.requires_grad or attention_weights.requires_grad)
     raw_x, raw_y = x, y
     # no graph for the clamped coordinates and their floors: the indices need none, and with
@@ -363,16 +379,17 @@ def _gather_at_pixels(value: torch.Tensor, shapes: List[Tuple[int, int]], x: tor
     # y0 * row_len * M + x0 * M + a small per-(batch, head, level) constant. int32 indices where
     # the table allows (half the memory traffic of int64; embedding_bag takes both).
     index_dtype = torch.int32 if n * padded_size * m < 2**31 else torch.int64
-    row_len = torch.tensor(row_lengths, device=device, dtype=index_dtype).view(level_view)
-    level_start = torch.tensor(starts, device=device, dtype=index_dtype).view(level_view)
+    # (1, 1, 1, L, P) and (N, 1, M, L, P), contiguous: see _level_constant
+    row_len = _level_constant(row_lengths, num_points, device=device, dtype=index_dtype)
+    level_start = _level_constant(starts, num_points, device=device, dtype=index_dtype)
     batch = torch.arange(n, device=device, dtype=index_dtype).view(n, 1, 1, 1, 1) * padded_size
     head = torch.arange(m, device=device, dtype=index_dtype).view(1, 1, m, 1, 1)
-    constant = (batch + level_start + row_len + 1) * m + head  # (N, 1, M, L, 1)
+    constant = (batch + level_start + row_len + 1) * m + head  # (N, 1, M, L, P)
     top_left = y0.to(index_dtype).mul_(row_len * m)
     top_left += x0.to(index_dtype).mul_(m)
     top_left += constant  # (N, Lq, M, L, P)
     # corner offsets per (level, point): right = +M, below = +row_len * M
-    below = (row_len * m).view(num_levels, 1).expand(num_levels, num_points)
+    below = (row_len * m).view(num_levels, num_points)
     shifts = torch.stack([torch.zeros_like(below), below.new_full(below.shape, m), below, below + m])
 
     if with_grad:

@@ -264,3 +264,30 @@ def test_encoder_shared_ffn_buffer_is_bit_identical():
     enc.train()
     with torch.no_grad():
         assert enc.encoder._shared_ffn_buffer(torch.zeros(2, 10, 32)) is None  # dropout in training
+
+
+def test_gather_core_layouts_give_the_same_bits():
+    """The gather core spells per-level constants out over the points (contiguous (1, 1, 1, L,
+    P), so the elementwise ops vectorise) and copies heads-innermost attention weights (how
+    MSDeformAttn's softmax leaves them) to one layout: outputs and gradients are the same bits
+    as for contiguous weights."""
+    from maskformer_d2.layers.ms_deform_attn import _level_sizes
+
+    shapes = [(8, 10), (4, 5), (2, 3)]
+    value, loc, w = _inputs(torch.float32, n=2, lq=40, m=4, d=8, p=4, shapes=shapes, seed=5, spread=0.5)
+    heights, widths = _level_sizes(shapes, value, 3, 4)
+    for t, sizes in ((heights, (8, 4, 2)), (widths, (10, 5, 3))):
+        assert t.shape == (1, 1, 1, 3, 4) and t.is_contiguous() and t.dtype == value.dtype
+        assert t[0, 0, 0, :, :].tolist() == [[float(s)] * 4 for s in sizes]
+    # the same weights with the heads innermost in memory
+    heads_inner = w.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
+    assert torch.equal(heads_inner, w) and not heads_inner.is_contiguous()
+    results = []
+    for a in (w, heads_inner):
+        v, l = value.clone().requires_grad_(True), loc.clone().requires_grad_(True)
+        a = a.detach().requires_grad_(True)
+        out = ms_deform_attn_core_gather(v, shapes, l, a)
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        results.append([out.detach(), v.grad, l.grad, a.grad])
+    for x, y in zip(*results):
+        assert torch.equal(x, y)
