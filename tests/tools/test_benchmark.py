@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from tools.benchmark.stats import summarize
+from tools.benchmark.stats import paired_speedups, summarize
 from tools.benchmark.timing import interleaved_timings
 
 
@@ -17,8 +17,6 @@ def test_summary_statistics():
 
 
 def test_paired_speedups_are_per_repetition_ratios():
-    from tools.benchmark.runner import paired_speedups
-
     # a load change in repetitions 3-4 slows both: the pairs stay near 2x, while the ratio
     # of the medians (peer 400 / ours 150 = 2.67x) mixes repetitions taken under other loads
     ours = [100.0, 100.0, 150.0, 300.0, 300.0]

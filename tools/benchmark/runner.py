@@ -28,7 +28,7 @@ import torch
 from .families import batch_for, build_subjects, cfg_for, pair_weights
 from .flops import count_flops, count_flops_dispatch, flops_by_dtype
 from .presets import get_preset
-from .stats import percentile, summarize
+from .stats import paired_speedups, summarize
 from .timing import interleaved_timings
 
 logger = logging.getLogger(__name__)
@@ -77,19 +77,6 @@ def _rows_by_case(rows: List[Dict]) -> Dict:
     for r in rows:
         by_case.setdefault((r["case"], r["batch"]), {})[r["impl"]] = r
     return by_case
-
-
-def paired_speedups(ours_ms: List[float], peer_ms: List[float]) -> Dict[str, float]:
-    """Statistics of the per-repetition speed-ups peer_r / ours_r. The two calls of a
-    repetition ran back to back (``interleaved_timings``), so a load change on a shared host
-    that lasts longer than one repetition moves both; the spread of these ratios says how
-    far one run's speed-up can be trusted, which the ratio of the two medians does not."""
-    if len(ours_ms) != len(peer_ms) or not ours_ms:
-        raise ValueError(f"paired speed-ups need the same number (> 0) of repetitions of both: "
-                         f"got {len(ours_ms)} and {len(peer_ms)}")
-    r = [p / o for o, p in zip(ours_ms, peer_ms)]
-    return {"pairs": len(r), "median": percentile(r, 50), "q1": percentile(r, 25),
-            "q3": percentile(r, 75), "min": min(r), "max": max(r)}
 
 
 def _ratio_rows(rows: List[Dict]) -> List[Dict]:

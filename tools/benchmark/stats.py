@@ -2,7 +2,7 @@
 import math
 from typing import Dict, Sequence
 
-__all__ = ["percentile", "summarize"]
+__all__ = ["paired_speedups", "percentile", "summarize"]
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -30,3 +30,16 @@ def summarize(seconds: Sequence[float]) -> Dict[str, float]:
         "min_ms": min(ms),
         "mean_ms": sum(ms) / len(ms),
     }
+
+
+def paired_speedups(ours_ms: Sequence[float], peer_ms: Sequence[float]) -> Dict[str, float]:
+    """Statistics of the per-repetition speed-ups peer_r / ours_r. The two calls of a
+    repetition ran back to back (``interleaved_timings``), so a load change on a shared host
+    that lasts longer than one repetition moves both; the spread of these ratios says how
+    far one run's speed-up can be trusted, which the ratio of the two medians does not."""
+    if len(ours_ms) != len(peer_ms) or not ours_ms:
+        raise ValueError(f"paired speed-ups need the same number (> 0) of repetitions of both: "
+                         f"got {len(ours_ms)} and {len(peer_ms)}")
+    r = [p / o for o, p in zip(ours_ms, peer_ms)]
+    return {"pairs": len(r), "median": percentile(r, 50), "q1": percentile(r, 25),
+            "q3": percentile(r, 75), "min": min(r), "max": max(r)}
