@@ -254,6 +254,43 @@ def test_flops_by_dtype_follows_autocast():
         flops_by_dtype(under_inference_mode)
 
 
+def test_profile_splits_matmul_class_time_from_the_rest():
+    """--profile: each op's self time is either a matmul/conv/attention kernel or "other"; the
+    two add up to the total, and the reports print both with the rest's largest ops."""
+    import torch
+
+    from tools.benchmark.report import format_table, to_markdown
+    from tools.benchmark.runner import MATMUL_CLASS_OPS, profile_top_ops
+
+    linear, conv = torch.nn.Linear(256, 256), torch.nn.Conv2d(8, 8, 3)
+    x, image = torch.randn(512, 256), torch.randn(2, 8, 32, 32)
+
+    def fn():
+        with torch.no_grad():
+            y = linear(x).softmax(-1)
+            return (y * 2.0).sum(), conv(image).relu()
+
+    prof = profile_top_ops(fn, top=40)
+    ops = {o["op"]: o["self_cpu_ms"] for o in prof["top_ops"]}
+    other = {o["op"] for o in prof["top_other_ops"]}
+    assert "aten::addmm" in ops and "aten::_softmax" in ops and "aten::mul" in ops
+    assert {"aten::_softmax", "aten::mul", "aten::sum"} <= other and not other & MATMUL_CLASS_OPS
+    assert prof["matmul_class_ms"] >= ops["aten::addmm"] > 0 and prof["other_ms"] >= ops["aten::_softmax"] > 0
+    assert prof["matmul_class_ms"] + prof["other_ms"] == pytest.approx(prof["total_self_cpu_ms"])
+    assert prof["matmul_class_ms"] == pytest.approx(sum(v for k, v in ops.items() if k in MATMUL_CLASS_OPS))
+
+    report = {"machine": {"cpu": "test", "threads": 1, "torch": torch.__version__, "cores": 1,
+                          "loadavg_before": 0.0, "loadavg_after": 0.0,
+                          "matmul": {"median_gflops": 1.0, "n": 64}},
+              "command": "x", "presets": [{"preset": "p", "rows": [], "ratios": [], "variant_ratios": [],
+                                           "memory": [], "profile": {"network_b1_ours": prof}}]}
+    for text in (format_table(report), to_markdown(report)):
+        assert "Profile p network_b1_ours (self CPU, total" in text
+        assert f"matmul/conv/attention kernels {prof['matmul_class_ms']:.1f} ms" in text
+        assert f"other {prof['other_ms']:.1f} ms" in text
+    assert "aten::_softmax" in format_table(report).split("matmul/conv/attention kernels")[1]
+
+
 def test_cpu_time_pair_smoke(tmp_path):
     from tools.benchmark.cpu_time import main as cpu_main
 

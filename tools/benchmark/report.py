@@ -106,6 +106,16 @@ def _dtype_line(section) -> str:
             + ", ".join(f"{k} {v:.2f} GFLOP ({100 * v / total:.1f} %)" for k, v in by.items()))
 
 
+def _profile_line(section, key: str, prof: Dict) -> str:
+    total = prof["total_self_cpu_ms"] or 1.0
+    line = f"Profile {section['preset']} {key} (self CPU, total {prof['total_self_cpu_ms']:.1f} ms"
+    if "matmul_class_ms" in prof:
+        line += (f"; matmul/conv/attention kernels {prof['matmul_class_ms']:.1f} ms "
+                 f"({100 * prof['matmul_class_ms'] / total:.1f} %), other {prof['other_ms']:.1f} ms "
+                 f"({100 * prof['other_ms'] / total:.1f} %)")
+    return line + ")"
+
+
 def format_table(report: Dict) -> str:
     parts = [_machine_line(report)] + _sections(report, _text_table)
     for s in report["presets"]:
@@ -114,6 +124,11 @@ def format_table(report: Dict) -> str:
                          f"(network, fvcore x2)")
         if s.get("variant_gflop_by_dtype"):
             parts.append(_dtype_line(s))
+        for key, prof in s.get("profile", {}).items():
+            parts.append(_profile_line(s, key, prof) + ":\n" + _text_table(
+                ["op (not matmul-class)", "calls", "self ms", "%"],
+                [[o["op"], str(o["calls"]), _fmt(o["self_cpu_ms"]), _fmt(o["pct"])]
+                 for o in prof.get("top_other_ops", [])[:8]]))
         for msg in s.get("skipped", []):
             parts.append(f"{s['preset']}: skipped {msg}")
     return "\n\n".join(parts)
@@ -132,8 +147,7 @@ def to_markdown(report: Dict) -> str:
         for key, prof in s.get("profile", {}).items():
             lines = [[o["op"], str(o["calls"]), _fmt(o["self_cpu_ms"]), _fmt(o["pct"])]
                      for o in prof["top_ops"]]
-            parts.append(f"Profile {s['preset']} {key} (self CPU, total "
-                         f"{prof['total_self_cpu_ms']:.1f} ms):\n\n"
+            parts.append(_profile_line(s, key, prof) + ":\n\n"
                          + _md_table(["op", "calls", "self ms", "%"], lines))
         for msg in s.get("skipped", []):
             parts.append(f"{s['preset']}: skipped {msg}")

@@ -33,23 +33,46 @@ from .timing import interleaved_timings
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["run_preset", "profile_top_ops", "REPO_ROOT"]
+__all__ = ["run_preset", "profile_top_ops", "MATMUL_CLASS_OPS", "REPO_ROOT"]
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+# Profiler ops whose self time is a matmul, convolution or attention kernel (the work a faster
+# GEMM, e.g. native bf16, speeds up); every other op's is "other" (element-wise, layout,
+# normalisation, gathers). The composites (linear, conv2d, einsum, ...) hold almost no self
+# time; the oneDNN, slow-path (im2col + addmm_) and fused-attention kernels below hold it.
+MATMUL_CLASS_OPS = frozenset(
+    "aten::" + name for name in (
+        "mm", "addmm", "addmm_", "bmm", "baddbmm", "addbmm", "matmul", "linear", "einsum",
+        "conv2d", "convolution", "_convolution", "mkldnn_convolution", "convolution_backward",
+        "_slow_conv2d_forward", "_slow_conv2d_backward", "mkldnn_linear",
+        "scaled_dot_product_attention", "_scaled_dot_product_flash_attention_for_cpu",
+        "_scaled_dot_product_flash_attention_for_cpu_backward"))
+
+
 def profile_top_ops(fn, top: int = 15) -> Dict[str, object]:
-    """Self-CPU time per operator of one call of `fn` (torch.profiler), largest first."""
+    """Self-CPU time per operator of one call of `fn` (torch.profiler), largest first; and
+    that time split into matmul-class ops (:data:`MATMUL_CLASS_OPS`) and the rest, with the
+    rest's largest ops (``top_other_ops``)."""
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         fn()
     rows = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
     total = sum(e.self_cpu_time_total for e in rows) or 1
+    matmul = sum(e.self_cpu_time_total for e in rows if e.key in MATMUL_CLASS_OPS)
+
+    def listed(events):
+        return [{"op": e.key, "calls": e.count, "self_cpu_ms": e.self_cpu_time_total / 1000.0,
+                 "pct": 100.0 * e.self_cpu_time_total / total} for e in events[:top]]
+
     return {
         "total_self_cpu_ms": total / 1000.0,
-        "top_ops": [{"op": e.key, "calls": e.count, "self_cpu_ms": e.self_cpu_time_total / 1000.0,
-                     "pct": 100.0 * e.self_cpu_time_total / total} for e in rows[:top]],
+        "matmul_class_ms": matmul / 1000.0,
+        "other_ms": (total - matmul) / 1000.0,
+        "top_ops": listed(rows),
+        "top_other_ops": listed([e for e in rows if e.key not in MATMUL_CLASS_OPS]),
     }
 
 
