@@ -7,6 +7,7 @@ import torch
 from maskformer_d2.layers import MSDeformAttn, get_ms_deform_attn_core
 from maskformer_d2.layers.ms_deform_attn import (
     WeightedRowSum,
+    sampled_row_dots,
     ms_deform_attn_core_gather,
     ms_deform_attn_core_levelwise,
     ms_deform_attn_core_pytorch,
@@ -90,6 +91,29 @@ def test_weighted_row_sum_gradients_and_order_check():
     bad[2, 0] = 25  # level-1 point shifted into level 2
     with pytest.raises(RuntimeError, match="reorders the table rows"):
         WeightedRowSum.apply(table, base, bad, weights).sum().backward()
+
+
+@pytest.mark.parametrize("index_dtype", [torch.int32, torch.int64])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_sampled_row_dots_with_repeated_and_unsorted_rows(dtype, index_dtype):
+    """The weight gradient's per-entry dots (a sampled product on CPU for float32/64, the
+    built-in per-sample backward for other dtypes) equal the plain gather + dot, with a bag's
+    rows repeated and in any order (not a canonical CSR pattern)."""
+    g = torch.Generator().manual_seed(0)
+    left, table = torch.randn(300, 32, generator=g), torch.randn(1000, 32, generator=g)
+    rows = torch.randint(0, 1000, (300, 48), generator=g)
+    rows[:, 5] = rows[:, 0]  # a repeat in every bag
+    rows[:, 6:9] = rows[:, 6:9].sort(descending=True).values
+    rows[7] = 999  # a bag reading one row 48 times
+    left, table = left.to(dtype), table.to(dtype)
+    expected = (table.double()[rows] * left.double()[:, None, :]).sum(-1)  # of the same inputs
+    out = sampled_row_dots(left, table, rows.to(index_dtype))
+    assert out.shape == (300, 48) and out.dtype == dtype
+    tol = {torch.float32: 1e-5, torch.float64: 1e-12, torch.bfloat16: 0.1}[dtype]
+    torch.testing.assert_close(out.double(), expected, atol=tol, rtol=tol)
+    torch.testing.assert_close(out[7], out[7, :1].expand(48))  # one value for one repeated row
+    # the inputs are left alone (the pattern's values are a fresh buffer)
+    assert torch.equal(rows[7], torch.full((48,), 999))
 
 
 @pytest.mark.parametrize("core", CORES[1:], ids=lambda f: f.__name__)
