@@ -211,8 +211,18 @@ def sampled_row_dots(left: torch.Tensor, table: torch.Tensor, rows: torch.Tensor
     not need: it reads each entry's column and writes its value (tested with repeats against
     the built-in). Elsewhere (GPU: cuSPARSE's SDDMM may assume canonical CSR; other dtypes) the
     built-in per-sample backward. Both agree up to float summation order.
+
+    Neither kernel checks its indices, so a row outside the table is an ``IndexError`` here,
+    not a read out of bounds (the check, one ``aminmax`` over the indices, is ~1 % of the
+    product: 0.4 ms at the shapes above).
     """
     bags, per_bag = rows.shape
+    if rows.numel() == 0:
+        return left.new_zeros(bags, per_bag)
+    lo, hi = (int(v) for v in torch.aminmax(rows))
+    if lo < 0 or hi >= table.shape[0]:
+        raise IndexError(f"sampled_row_dots: rows must index the table's {table.shape[0]} rows; "
+                         f"got indices from {lo} to {hi}")
     if left.device.type == "cpu" and left.dtype in (torch.float32, torch.float64):
         crow = torch.arange(0, bags * per_bag + 1, per_bag, dtype=rows.dtype)
         # zeros, not empty: the kernel computes beta * value + dot even for beta = 0

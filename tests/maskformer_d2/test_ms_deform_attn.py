@@ -114,6 +114,13 @@ def test_sampled_row_dots_with_repeated_and_unsorted_rows(dtype, index_dtype):
     torch.testing.assert_close(out[7], out[7, :1].expand(48))  # one value for one repeated row
     # the inputs are left alone (the pattern's values are a fresh buffer)
     assert torch.equal(rows[7], torch.full((48,), 999))
+    # a row outside the table: a clear error (the CPU kernel would read out of bounds)
+    for bad in (1000, -1):
+        wrong = rows.to(index_dtype).clone()
+        wrong[4, 2] = bad
+        with pytest.raises(IndexError, match="rows must index the table's 1000 rows"):
+            sampled_row_dots(left, table, wrong)
+    assert sampled_row_dots(left[:0], table, rows[:0].to(index_dtype)).shape == (0, 48)  # no bags
 
 
 @pytest.mark.parametrize("core", CORES[1:], ids=lambda f: f.__name__)
