@@ -208,8 +208,8 @@ def sampled_row_dots(left: torch.Tensor, table: torch.Tensor, rows: torch.Tensor
     BLAS dot per entry; 2.5-3.5x faster at the Swin-T encoder's shapes (B = 86016, K = 48,
     D = 32: ~22 vs 57-77 ms, docs/benchmarks.md). The pattern is not a canonical CSR (a row's
     columns may repeat and are not sorted: two taps can read one pixel), which that kernel does
-    not need: it reads each entry's column and writes its value (tested with repeats against
-    the built-in). Elsewhere (GPU: cuSPARSE's SDDMM may assume canonical CSR; other dtypes) the
+    not need: it reads each entry's column and writes its value (tested with repeats against a
+    plain gather + dot). Elsewhere (GPU: cuSPARSE's SDDMM may assume canonical CSR; other dtypes) the
     built-in per-sample backward. Both agree up to float summation order.
 
     Neither kernel checks its indices, so a row outside the table is an ``IndexError`` here,
