@@ -13,6 +13,12 @@ setup(
     # tools, demo: the toolbox's packages (tools.benchmark, tools.convert, ...) and the demos, so
     # that a tool imports its sibling modules as a package from wherever it is run
     packages=find_packages(include=("restr_d2*", "maskformer_d2*", "segmentation_core*", "tools", "tools.*", "demo")),
+    # files the code reads beside its modules; tests/tools/test_install.py checks a built wheel
+    # holds every such file, so a non-editable install (`pip install .`) works too
+    package_data={
+        "maskformer_d2.data.datasets": ["_ade20k_full_classes.txt"],
+        "demo": ["web_page/*.html", "web_page/*.js", "web_page/*.css"],
+    },
     python_requires=">=3.10",
     install_requires=[],  # see requirements/requirements.txt; detectron2 is installed separately
     # segmentation_core.config.load_plugins() imports these: the core finds its plugins without naming them
