@@ -229,6 +229,9 @@ def sampled_row_dots(left: torch.Tensor, table: torch.Tensor, rows: torch.Tensor
         values = torch.zeros(bags * per_bag, dtype=left.dtype)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
+            # older torch (2.11) warns once that the checks are off unless enabled globally; they
+            # are off on purpose (check_invariants=False below, the indices checked above)
+            warnings.filterwarnings("ignore", message="Sparse invariant checks are implicitly disabled")
             pattern = torch.sparse_csr_tensor(crow, rows.reshape(-1), values, size=(bags, table.shape[0]),
                                               check_invariants=False)
             torch.sparse.sampled_addmm(pattern, left, table.t(), beta=0.0, out=pattern)  # in place
