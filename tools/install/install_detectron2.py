@@ -232,7 +232,9 @@ def patch_tree(src):
     return changed
 
 
-def install_from_sdist():
+def install_from_sdist(wheel_dir=None):
+    """Patch the sdist and install it; with ``wheel_dir``, build a wheel there instead (pure
+    Python, ``py3-none-any``: it installs on another machine without network or compiler)."""
     sdist = fetch_sdist()
     with tempfile.TemporaryDirectory(prefix="d2src-") as tmp:
         with tarfile.open(sdist) as tar:
@@ -242,6 +244,17 @@ def install_from_sdist():
         log(f"patched {len(changed)} files for NumPy 2 / Pillow 10 / CPU launch")
         # Configs live in detectron2/model_zoo/configs in the sdist already.
         shutil.rmtree(root / "pb1_detectron2.egg-info", ignore_errors=True)
+        if wheel_dir is not None:
+            Path(wheel_dir).mkdir(parents=True, exist_ok=True)
+            subprocess.check_call(
+                [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+                 "-w", str(wheel_dir), str(root)]
+            )
+            built = sorted(Path(wheel_dir).glob("detectron2-0.6*.whl"))
+            if not built:
+                sys.exit(f"[install_detectron2] ERROR: pip wheel left no detectron2 wheel in {wheel_dir}")
+            log(f"built {built[-1]} (pure Python build, not installed)")
+            return
         subprocess.check_call(
             [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
              "--force-reinstall", str(root)]
@@ -253,7 +266,13 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--force", action="store_true",
                         help="reinstall our patched build even if a working detectron2 exists")
+    parser.add_argument("--wheel-dir", metavar="DIR",
+                        help="build the patched pure-Python wheel into DIR instead of installing it "
+                        "(for a machine without network: tools/benchmark/offline_kit.py)")
     args = parser.parse_args()
+    if args.wheel_dir:
+        install_from_sdist(wheel_dir=args.wheel_dir)
+        return
 
     local_src = os.environ.get("DETECTRON2_SRC")
     existing = working_detectron2()
