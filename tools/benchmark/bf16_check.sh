@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# The issue-16 measurements on a machine without network whose CPU may have native bf16
+# (avx512_bf16 / amx_bf16), e.g. an accelerator host: one command, reports under $OUT.
+#
+# Here, once:   python tools/benchmark/offline_kit.py --dest .whl
+# There:        bash tools/benchmark/bf16_check.sh          (with .whl carried along)
+#
+# It needs python3 with torch, numpy, opencv, scipy, PIL, matplotlib, tqdm, tabulate, portalocker,
+# cloudpickle, pyyaml, tokenizers, safetensors on that machine (an accelerator image has them);
+# the kit adds detectron2 and the rest in a scratch folder on PYTHONPATH (ahead of the image's
+# packages), so nothing installed there is replaced. Steps, most important first (each later one may run out of time):
+#   1. lscpu, versions, native bf16 or not (cpu_bf16_support), bf16 vs fp32 matmul rate;
+#   2. network 512x512 batch 1: ours fp32, ours bf16, the peer fp32 (the issue's command with
+#      --dtype bfloat16 --profile); without native bf16 it times fp32 only and says so;
+#   3. training step 2x512x512, ours vs the peer (the issue's training command), unless
+#      SKIP_TRAIN=1.
+# Environment: OUT (default out/bf16_check), KIT (.whl), PYTHON (python3), THREADS (2), REPS (9).
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+KIT=${KIT:-.whl}
+OUT=${OUT:-out/bf16_check}
+PY=${PYTHON:-python3}
+THREADS=${THREADS:-2}
+REPS=${REPS:-9}
+mkdir -p "$OUT"
+say() { echo "[bf16_check $(date +%H:%M:%S)] $*" | tee -a "$OUT/steps.log"; }
+
+if ! ls "$KIT"/*.whl >/dev/null 2>&1; then
+  echo "[bf16_check] ERROR: no wheels in $KIT/. Run 'python tools/benchmark/offline_kit.py --dest $KIT'" \
+       "on a machine that reaches the package index, and carry $KIT along." >&2
+  exit 2
+fi
+SITE=$(mktemp -d /tmp/restr_d2_kit.XXXXXX)
+# The project itself too (from this working tree): its entry points register the model families.
+say "installing $(ls "$KIT"/*.whl | wc -l) wheels from $KIT and this checkout into $SITE"
+if ! "$PY" -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --no-cache-dir \
+     --target "$SITE" "$KIT"/*.whl . > "$OUT/pip.log" 2>&1; then
+  cat "$OUT/pip.log" >&2
+  echo "[bf16_check] ERROR: the kit did not install (log above): were the wheels built for this" \
+       "machine's Python ($("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])'))?" \
+       "offline_kit.py --python-version X.Y" >&2
+  exit 2
+fi
+# The checkout first (as an editable install would have it: tools/ finds configs/ beside it), the
+# kit after it (its copy of this project only contributes the entry points' metadata).
+export PYTHONPATH="$PWD:$SITE${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONUNBUFFERED=1
+
+lscpu > "$OUT/lscpu.txt" 2>&1 || grep -m1 -E "model name|flags" /proc/cpuinfo > "$OUT/lscpu.txt"
+say "step 1: environment, native bf16, matmul rates"
+"$PY" - "$THREADS" <<'EOF' 2>&1 | tee "$OUT/environment.txt"
+import sys, time
+import torch, numpy, transformers, detectron2
+from segmentation_core.precision import cpu_bf16_support
+torch.set_num_threads(int(sys.argv[1]))
+print(f"python {sys.version.split()[0]}, torch {torch.__version__}, numpy {numpy.__version__}, "
+      f"transformers {transformers.__version__}, detectron2 {detectron2.__version__}")
+print(f"threads {torch.get_num_threads()}; {cpu_bf16_support().describe()}")
+print(torch.__config__.show().strip().splitlines()[-1][:300])
+native = cpu_bf16_support().native
+for n in (512, 2048):
+    rates = {}
+    # Emulated bf16 runs at ~1 GFLOP/s: a 2048 product would take minutes and mean nothing.
+    for dtype in (torch.float32, torch.bfloat16) if native else (torch.float32,):
+        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+        for _ in range(2):
+            a @ b
+        times = []
+        for _ in range(7):
+            t0 = time.perf_counter(); a @ b; times.append(time.perf_counter() - t0)
+        rates[dtype] = 2 * n ** 3 / sorted(times)[3] / 1e9
+    if not native:
+        print(f"matmul {n}x{n}: fp32 {rates[torch.float32]:.0f} GFLOP/s, bf16 not timed (emulated)")
+        continue
+    print(f"matmul {n}x{n}: fp32 {rates[torch.float32]:.0f} GFLOP/s, bf16 {rates[torch.bfloat16]:.0f} "
+          f"GFLOP/s, bf16/fp32 {rates[torch.bfloat16] / rates[torch.float32]:.2f}")
+EOF
+
+say "step 2: network 512x512 batch 1, fp32 and bf16 vs the fp32 peer"
+"$PY" tools/benchmark/benchmark.py --preset m2f_swin_t_panoptic --size 512 512 --batch 1 --reps "$REPS" \
+  --warmup 1 --threads "$THREADS" --modes network --dtype bfloat16 --profile \
+  --json "$OUT/network_bf16.json" --md "$OUT/network_bf16.md" > "$OUT/network_bf16.log" 2>&1
+rc=$?
+if [ "$rc" = 2 ] && grep -q "bfloat16 not timed" "$OUT/network_bf16.log"; then
+  say "no native bf16 on this CPU (network_bf16.log says why): timing fp32 only"
+  "$PY" tools/benchmark/benchmark.py --preset m2f_swin_t_panoptic --size 512 512 --batch 1 --reps "$REPS" \
+    --warmup 1 --threads "$THREADS" --modes network --profile \
+    --json "$OUT/network_fp32.json" --md "$OUT/network_fp32.md" > "$OUT/network_fp32.log" 2>&1
+  rc=$?
+fi
+say "step 2 exit status $rc"; tail -n 25 "$OUT"/network_*.log
+
+if [ "${SKIP_TRAIN:-0}" != 1 ]; then
+  say "step 3: training step 2x512x512 vs the peer"
+  "$PY" tools/benchmark/benchmark.py --preset m2f_swin_t_panoptic --size 512 512 --batch 2 --reps 5 \
+    --warmup 1 --threads "$THREADS" --modes train \
+    --json "$OUT/train.json" --md "$OUT/train.md" > "$OUT/train.log" 2>&1
+  say "step 3 exit status $?"; tail -n 12 "$OUT/train.log"
+fi
+say "done: reports in $OUT"
