@@ -1,5 +1,6 @@
 """The kit for benchmarking on a machine without network (tools/benchmark/offline_kit.py) and its
 run script (tools/benchmark/bf16_check.sh)."""
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -65,3 +66,11 @@ def test_a_kit_for_another_python_is_refused_with_the_fix(tmp_path):
     assert out.returncode == 2
     assert "not a supported wheel" in out.stderr and "offline_kit.py --python-version" in out.stderr
     assert not (tmp_path / "out" / "environment.txt").exists()  # stopped before measuring
+
+
+def test_the_run_script_writes_at_most_eight_files():
+    """An accelerator host sends back at most 8 files from $OUT."""
+    text = (REPO / "tools" / "benchmark" / "bf16_check.sh").read_text()
+    written = set(re.findall(r'"\$OUT/([A-Za-z0-9_.]+)"', text))
+    assert "environment.txt" in written and "train.json" in written
+    assert len(written) <= 8, sorted(written)

@@ -15,6 +15,8 @@
 #   3. training step 2x512x512, ours vs the peer (the issue's training command), unless
 #      SKIP_TRAIN=1.
 # Environment: OUT (default out/bf16_check), KIT (.whl), PYTHON (python3), THREADS (2), REPS (9).
+# It writes at most 8 files (what an accelerator host sends back): environment.txt, steps.log,
+# network_*.json/.log (the logs hold the printed tables), train.json/.log.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 KIT=${KIT:-.whl}
@@ -34,8 +36,8 @@ SITE=$(mktemp -d /tmp/restr_d2_kit.XXXXXX)
 # The project itself too (from this working tree): its entry points register the model families.
 say "installing $(ls "$KIT"/*.whl | wc -l) wheels from $KIT and this checkout into $SITE"
 if ! "$PY" -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --no-cache-dir \
-     --target "$SITE" "$KIT"/*.whl . > "$OUT/pip.log" 2>&1; then
-  cat "$OUT/pip.log" >&2
+     --target "$SITE" "$KIT"/*.whl . > "$SITE.pip.log" 2>&1; then
+  cat "$SITE.pip.log" >&2
   echo "[bf16_check] ERROR: the kit did not install (log above): were the wheels built for this" \
        "machine's Python ($("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])'))?" \
        "offline_kit.py --python-version X.Y" >&2
@@ -46,9 +48,9 @@ fi
 export PYTHONPATH="$PWD:$SITE${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1
 
-lscpu > "$OUT/lscpu.txt" 2>&1 || grep -m1 -E "model name|flags" /proc/cpuinfo > "$OUT/lscpu.txt"
 say "step 1: environment, native bf16, matmul rates"
-"$PY" - "$THREADS" <<'EOF' 2>&1 | tee "$OUT/environment.txt"
+lscpu > "$OUT/environment.txt" 2>&1 || grep -m2 -E "model name|flags" /proc/cpuinfo > "$OUT/environment.txt"
+"$PY" - "$THREADS" <<'EOF' 2>&1 | tee -a "$OUT/environment.txt"
 import sys, time
 import torch, numpy, transformers, detectron2
 from segmentation_core.precision import cpu_bf16_support
@@ -56,7 +58,8 @@ torch.set_num_threads(int(sys.argv[1]))
 print(f"python {sys.version.split()[0]}, torch {torch.__version__}, numpy {numpy.__version__}, "
       f"transformers {transformers.__version__}, detectron2 {detectron2.__version__}")
 print(f"threads {torch.get_num_threads()}; {cpu_bf16_support().describe()}")
-print(torch.__config__.show().strip().splitlines()[-1][:300])
+print(f"torch CPU capability {torch.backends.cpu.get_cpu_capability()}, "
+      f"oneDNN {'on' if torch.backends.mkldnn.is_available() else 'off'}")
 native = cpu_bf16_support().native
 for n in (512, 2048):
     rates = {}
@@ -79,13 +82,13 @@ EOF
 say "step 2: network 512x512 batch 1, fp32 and bf16 vs the fp32 peer"
 "$PY" tools/benchmark/benchmark.py --preset m2f_swin_t_panoptic --size 512 512 --batch 1 --reps "$REPS" \
   --warmup 1 --threads "$THREADS" --modes network --dtype bfloat16 --profile \
-  --json "$OUT/network_bf16.json" --md "$OUT/network_bf16.md" > "$OUT/network_bf16.log" 2>&1
+  --json "$OUT/network_bf16.json" > "$OUT/network_bf16.log" 2>&1
 rc=$?
 if [ "$rc" = 2 ] && grep -q "bfloat16 not timed" "$OUT/network_bf16.log"; then
   say "no native bf16 on this CPU (network_bf16.log says why): timing fp32 only"
   "$PY" tools/benchmark/benchmark.py --preset m2f_swin_t_panoptic --size 512 512 --batch 1 --reps "$REPS" \
     --warmup 1 --threads "$THREADS" --modes network --profile \
-    --json "$OUT/network_fp32.json" --md "$OUT/network_fp32.md" > "$OUT/network_fp32.log" 2>&1
+    --json "$OUT/network_fp32.json" > "$OUT/network_fp32.log" 2>&1
   rc=$?
 fi
 say "step 2 exit status $rc"; tail -n 25 "$OUT"/network_*.log
@@ -94,7 +97,7 @@ if [ "${SKIP_TRAIN:-0}" != 1 ]; then
   say "step 3: training step 2x512x512 vs the peer"
   "$PY" tools/benchmark/benchmark.py --preset m2f_swin_t_panoptic --size 512 512 --batch 2 --reps 5 \
     --warmup 1 --threads "$THREADS" --modes train \
-    --json "$OUT/train.json" --md "$OUT/train.md" > "$OUT/train.log" 2>&1
+    --json "$OUT/train.json" > "$OUT/train.log" 2>&1
   say "step 3 exit status $?"; tail -n 12 "$OUT/train.log"
 fi
 say "done: reports in $OUT"
