@@ -8,7 +8,9 @@
 # It needs python3 with torch, numpy, opencv, scipy, PIL, matplotlib, tqdm, tabulate, portalocker,
 # cloudpickle, pyyaml, tokenizers, safetensors on that machine (an accelerator image has them);
 # the kit adds detectron2 and the rest in a scratch folder on PYTHONPATH (ahead of the image's
-# packages), so nothing installed there is replaced. Steps, most important first (each later one may run out of time):
+# packages), so nothing installed there is replaced. The models run on the CPU (the benchmark
+# sets MODEL.DEVICE cpu), also where a GPU is present. Steps, most important first (a later one
+# may run out of time):
 #   1. lscpu, versions, native bf16 or not (cpu_bf16_support), bf16 vs fp32 matmul rate;
 #   2. network 512x512 batch 1: ours fp32, ours bf16, the peer fp32 (the command with
 #      --dtype bfloat16 --profile); without native bf16 it times fp32 only and says so;
