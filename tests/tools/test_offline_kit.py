@@ -1,5 +1,6 @@
 """The kit for benchmarking on a machine without network (tools/benchmark/offline_kit.py) and its
 run script (tools/benchmark/bf16_check.sh)."""
+import os
 import re
 import subprocess
 import sys
@@ -52,13 +53,22 @@ def test_the_run_script_parses_and_refuses_a_missing_kit_with_the_fix(tmp_path):
                          env={"PATH": "/usr/bin:/bin", "KIT": str(tmp_path / "none"),
                               "OUT": str(tmp_path / "out"), "PYTHON": sys.executable})
     assert out.returncode == 2
-    assert "no wheels in" in out.stderr and "offline_kit.py" in out.stderr
+    assert "no finished kit in" in out.stderr and "offline_kit.py --dest" in out.stderr
+    # wheels without the manifest (an interrupted kit) are refused the same way
+    kit = tmp_path / "partial"
+    kit.mkdir()
+    (kit / "fvcore-0.1.5-py3-none-any.whl").write_bytes(b"")
+    out = subprocess.run(["bash", str(script)], cwd=REPO, capture_output=True, text=True,
+                         env={"PATH": "/usr/bin:/bin", "KIT": str(kit), "OUT": str(tmp_path / "out"),
+                              "PYTHON": sys.executable})
+    assert out.returncode == 2 and "no finished kit in" in out.stderr
 
 
 def test_a_kit_for_another_python_is_refused_with_the_fix(tmp_path):
     kit = tmp_path / "kit"
     kit.mkdir()
     (kit / "fake-1.0-cp27-cp27mu-manylinux1_x86_64.whl").write_bytes(b"")
+    (kit / offline_kit.MANIFEST).write_text("fake-1.0-cp27-cp27mu-manylinux1_x86_64.whl\n")
     out = subprocess.run(["bash", str(REPO / "tools" / "benchmark" / "bf16_check.sh")], cwd=REPO,
                          capture_output=True, text=True,
                          env={"PATH": "/usr/bin:/bin", "KIT": str(kit), "OUT": str(tmp_path / "out"),
@@ -74,3 +84,38 @@ def test_the_run_script_writes_at_most_eight_files():
     written = set(re.findall(r'"\$OUT/([A-Za-z0-9_.]+)"', text))
     assert "environment.txt" in written and "train.json" in written
     assert len(written) <= 8, sorted(written)
+
+
+def test_a_second_kit_replaces_only_the_wheels_of_the_first(tmp_path):
+    (tmp_path / "a-1-py3-none-any.whl").write_bytes(b"")
+    (tmp_path / offline_kit.MANIFEST).write_text("a-1-py3-none-any.whl\n")
+    (tmp_path / "notes.txt").write_text("mine")
+    assert offline_kit.clear_previous_kit(tmp_path) == ["a-1-py3-none-any.whl"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_a_folder_with_someone_elses_wheels_is_refused_and_left_alone(tmp_path):
+    (tmp_path / "mine-2-py3-none-any.whl").write_bytes(b"x")
+    with pytest.raises(FileExistsError, match="did not put there .*mine-2-py3-none-any.whl.*empty folder"):
+        offline_kit.clear_previous_kit(tmp_path)
+    assert (tmp_path / "mine-2-py3-none-any.whl").read_bytes() == b"x"
+    out = subprocess.run([sys.executable, "tools/benchmark/offline_kit.py", "--dest", str(tmp_path)],
+                         cwd=REPO, capture_output=True, text=True)
+    assert out.returncode == 1 and "did not put there" in out.stderr
+    assert (tmp_path / "mine-2-py3-none-any.whl").exists()
+
+
+def test_a_malformed_python_version_is_refused(tmp_path):
+    out = subprocess.run([sys.executable, "tools/benchmark/offline_kit.py", "--dest", str(tmp_path),
+                          "--python-version", "312"], cwd=REPO, capture_output=True, text=True)
+    assert out.returncode == 2 and "give the other machine's Python as 3.X" in out.stderr
+
+
+def test_without_the_package_index_the_failing_step_and_the_need_are_named(tmp_path):
+    env = {**os.environ, "PIP_NO_INDEX": "1", "PIP_CONFIG_FILE": os.devnull}
+    out = subprocess.run([sys.executable, "tools/benchmark/offline_kit.py", "--dest", str(tmp_path)],
+                         cwd=REPO, capture_output=True, text=True, env=env)
+    assert out.returncode == 1
+    assert "fetching or building the pure-Python wheels failed" in out.stderr
+    assert "needs the package index" in out.stderr
+    assert not (tmp_path / offline_kit.MANIFEST).exists()  # no manifest: not a finished kit

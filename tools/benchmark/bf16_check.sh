@@ -29,9 +29,11 @@ REPS=${REPS:-9}
 mkdir -p "$OUT"
 say() { echo "[bf16_check $(date +%H:%M:%S)] $*" | tee -a "$OUT/steps.log"; }
 
-if ! ls "$KIT"/*.whl >/dev/null 2>&1; then
-  echo "[bf16_check] ERROR: no wheels in $KIT/. Run 'python tools/benchmark/offline_kit.py --dest $KIT'" \
-       "on a machine that reaches the package index, and carry $KIT along." >&2
+# offline_kit.py writes its manifest last: without it the folder is not a finished kit.
+if [ ! -f "$KIT/offline_kit.txt" ] || ! ls "$KIT"/*.whl >/dev/null 2>&1; then
+  echo "[bf16_check] ERROR: no finished kit in $KIT/ (wheels and offline_kit.txt). Run" \
+       "'python tools/benchmark/offline_kit.py --dest $KIT' on a machine that reaches the package" \
+       "index, and carry $KIT along." >&2
   exit 2
 fi
 SITE=$(mktemp -d /tmp/restr_d2_kit.XXXXXX)

@@ -36,12 +36,14 @@ CONSTRAINTS = REPO_ROOT / "requirements" / "constraints.txt"
 KIT_PURE = ("fvcore", "iopath", "yacs", "omegaconf", "hydra-core", "antlr4-python3-runtime",
             "termcolor", "transformers")
 KIT_BINARY = ("pycocotools",)
+# what this tool put in --dest (a later run removes exactly these)
+MANIFEST = "offline_kit.txt"
 # manylinux tags pip must be told one by one when it downloads for another interpreter.
 PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64",
              "manylinux2014_x86_64", "manylinux1_x86_64")
 
 __all__ = ["KIT_PURE", "KIT_BINARY", "pinned_versions", "pinned", "download_command", "not_pure",
-           "pure_wheel_command", "main"]
+           "pure_wheel_command", "clear_previous_kit", "main"]
 
 
 def _normalise(name: str) -> str:
@@ -89,32 +91,61 @@ def not_pure(wheels: Iterable[Path]) -> List[str]:
     return [w.name for w in wheels if not re.search(r"-py[23.]*(py3)?-none-any\.whl$", w.name)]
 
 
+def clear_previous_kit(dest: Path) -> List[str]:
+    """Remove the wheels an earlier run of this tool left in ``dest`` (listed in its manifest);
+    refuse a folder holding wheels it did not put there (bf16_check.sh installs every wheel in
+    the folder, and two versions of one package stop the whole install). Returns what it removed."""
+    manifest = dest / MANIFEST
+    ours = set(manifest.read_text().split()) if manifest.exists() else set()
+    present = sorted(w.name for w in dest.glob("*.whl"))
+    foreign = [w for w in present if w not in ours]
+    if foreign:
+        raise FileExistsError(f"{dest} holds wheels this tool did not put there ({', '.join(foreign[:3])}"
+                              f"{', ...' if len(foreign) > 3 else ''}): give an empty folder to --dest, "
+                              "or remove them")
+    for name in present:
+        (dest / name).unlink()
+    manifest.unlink(missing_ok=True)
+    return present
+
+
+def _run(step: str, cmd: List[str]) -> None:
+    if subprocess.call(cmd) != 0:
+        sys.exit(f"[offline_kit] ERROR: {step} failed (pip's message above). This tool needs the "
+                 "package index (run it where `pip download` works) and the detectron2 source release "
+                 "that `make install` caches in .cache/.")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--dest", default=str(REPO_ROOT / ".whl"),
                    help="folder for the wheels (default: .whl, which git ignores)")
     p.add_argument("--python-version", default="3.12", help="the other machine's Python (X.Y)")
     args = p.parse_args(argv)
+    if not re.fullmatch(r"3\.\d+", args.python_version):
+        p.error(f"--python-version {args.python_version!r}: give the other machine's Python as 3.X, e.g. 3.12")
     dest = Path(args.dest)
     dest.mkdir(parents=True, exist_ok=True)
-    stale = sorted(dest.glob("*.whl"))
-    if stale:
-        # Two versions of one package in the folder stop the whole install there.
-        print(f"[offline_kit] removing {len(stale)} wheels left in {dest}")
-        for w in stale:
-            w.unlink()
-    subprocess.check_call([sys.executable, str(REPO_ROOT / "tools" / "install" / "install_detectron2.py"),
-                           "--wheel-dir", str(dest)])
+    try:
+        removed = clear_previous_kit(dest)
+    except FileExistsError as e:
+        sys.exit(f"[offline_kit] ERROR: {e}")
+    if removed:
+        print(f"[offline_kit] removed the {len(removed)} wheels of the previous kit in {dest}")
+    _run("building the detectron2 wheel",
+         [sys.executable, str(REPO_ROOT / "tools" / "install" / "install_detectron2.py"), "--wheel-dir", str(dest)])
     pins = pinned_versions(CONSTRAINTS.read_text())
-    subprocess.check_call(pure_wheel_command(KIT_PURE, pins, dest))
+    _run("fetching or building the pure-Python wheels", pure_wheel_command(KIT_PURE, pins, dest))
     wrong = not_pure(dest.glob("*.whl"))
     if wrong:
         sys.exit(f"[offline_kit] ERROR: {', '.join(wrong)} are not pure-Python wheels; "
                  "move them to KIT_BINARY so they are fetched for the other machine's Python")
-    subprocess.check_call(download_command(KIT_BINARY, pins, dest, args.python_version))
+    _run(f"fetching the binary wheels for Python {args.python_version}",
+         download_command(KIT_BINARY, pins, dest, args.python_version))
     wheels = sorted(dest.glob("*.whl"))
+    (dest / MANIFEST).write_text("".join(f"{w.name}\n" for w in wheels))
     size = sum(w.stat().st_size for w in wheels)
-    print(f"[offline_kit] {len(wheels)} wheels, {size / 2**20:.1f} MiB in {dest}:")
+    print(f"[offline_kit] {len(wheels)} wheels, {size / 2**20:.1f} MiB in {dest} (for Python {args.python_version}):")
     for w in wheels:
         print(f"  {w.name}")
     print("[offline_kit] there: bash tools/benchmark/bf16_check.sh (with this folder carried along)")
