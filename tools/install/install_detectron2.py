@@ -11,7 +11,9 @@ This script:
    (``pip install -e``, built by detectron2's own setup.py, compiled ops included);
 3. otherwise downloads the ``pb1-detectron2==0.6`` sdist (cached under ``.cache/``), applies the
    compatibility fixes upstream detectron2 made after v0.6, and installs it as ``detectron2``
-   together with ``detectron2.projects.{point_rend,deeplab,panoptic_deeplab}``.
+   together with ``detectron2.projects.{point_rend,deeplab,panoptic_deeplab}``; with
+   ``--wheel-dir DIR`` it builds that as a pure-Python wheel in DIR instead of installing it
+   (for a machine without network: ``tools/benchmark/offline_kit.py``).
 
 The fixes (each mirrors a later upstream change):
 
