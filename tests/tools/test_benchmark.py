@@ -305,3 +305,14 @@ def test_cpu_time_pair_smoke(tmp_path):
         assert case["speedup_cpu_median"] > 0
     with pytest.raises(ValueError, match="no peer"):
         cpu_main(["--preset", "segmenter_vit_s_linear", "--network-reps", "1", "--train-reps", "0"])
+
+
+def test_matmul_rate_in_another_dtype():
+    """bf16_check.sh reads the bf16 / float32 matmul rates through the same function."""
+    import torch
+
+    from tools.benchmark.flops import matmul_gflops
+
+    for dtype in (torch.float32, torch.bfloat16):
+        rate = matmul_gflops(32, reps=3, dtype=dtype)
+        assert rate["n"] == 32 and rate["best_gflops"] >= rate["median_gflops"] > 0

@@ -55,32 +55,25 @@ export PYTHONUNBUFFERED=1
 say "step 1: environment, native bf16, matmul rates"
 lscpu > "$OUT/environment.txt" 2>&1 || grep -m2 -E "model name|flags" /proc/cpuinfo > "$OUT/environment.txt"
 "$PY" - "$THREADS" <<'EOF' 2>&1 | tee -a "$OUT/environment.txt"
-import sys, time
+import sys
 import torch, numpy, transformers, detectron2
 from segmentation_core.precision import cpu_bf16_support
+from tools.benchmark.flops import matmul_gflops
 torch.set_num_threads(int(sys.argv[1]))
+support = cpu_bf16_support()
 print(f"python {sys.version.split()[0]}, torch {torch.__version__}, numpy {numpy.__version__}, "
       f"transformers {transformers.__version__}, detectron2 {detectron2.__version__}")
-print(f"threads {torch.get_num_threads()}; {cpu_bf16_support().describe()}")
+print(f"threads {torch.get_num_threads()}; {support.describe()}")
 print(f"torch CPU capability {torch.backends.cpu.get_cpu_capability()}, "
       f"oneDNN {'on' if torch.backends.mkldnn.is_available() else 'off'}")
-native = cpu_bf16_support().native
 for n in (512, 2048):
-    rates = {}
-    # Emulated bf16 runs at ~1 GFLOP/s: a 2048 product would take minutes and mean nothing.
-    for dtype in (torch.float32, torch.bfloat16) if native else (torch.float32,):
-        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-        for _ in range(2):
-            a @ b
-        times = []
-        for _ in range(7):
-            t0 = time.perf_counter(); a @ b; times.append(time.perf_counter() - t0)
-        rates[dtype] = 2 * n ** 3 / sorted(times)[3] / 1e9
-    if not native:
-        print(f"matmul {n}x{n}: fp32 {rates[torch.float32]:.0f} GFLOP/s, bf16 not timed (emulated)")
+    fp32 = matmul_gflops(n, reps=7)["median_gflops"]
+    if not support.native:
+        # emulated bf16 runs at ~1 GFLOP/s: a 2048 product would take minutes and mean nothing
+        print(f"matmul {n}x{n}: fp32 {fp32:.0f} GFLOP/s, bf16 not timed (emulated)")
         continue
-    print(f"matmul {n}x{n}: fp32 {rates[torch.float32]:.0f} GFLOP/s, bf16 {rates[torch.bfloat16]:.0f} "
-          f"GFLOP/s, bf16/fp32 {rates[torch.bfloat16] / rates[torch.float32]:.2f}")
+    bf16 = matmul_gflops(n, reps=7, dtype=torch.bfloat16)["median_gflops"]
+    print(f"matmul {n}x{n}: fp32 {fp32:.0f} GFLOP/s, bf16 {bf16:.0f} GFLOP/s, bf16/fp32 {bf16 / fp32:.2f}")
 EOF
 
 say "step 2: network 512x512 batch 1, fp32 and bf16 vs the fp32 peer"

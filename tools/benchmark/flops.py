@@ -92,11 +92,11 @@ def count_flops(module: torch.nn.Module, inputs: Tuple) -> Dict[str, object]:
     }
 
 
-def matmul_gflops(n: int = 2048, reps: int = 5) -> Dict[str, float]:
-    """Dense float32 (n x n) @ (n x n) rate at the current torch thread count: the physical
-    reference for achieved GFLOP/s (median and best of `reps`)."""
-    a = torch.randn(n, n)
-    b = torch.randn(n, n)
+def matmul_gflops(n: int = 2048, reps: int = 5, dtype: torch.dtype = torch.float32) -> Dict[str, float]:
+    """Dense (n x n) @ (n x n) rate in ``dtype`` (float32: the physical reference for achieved
+    GFLOP/s) at the current torch thread count (median and best of `reps`)."""
+    a = torch.randn(n, n, dtype=dtype)
+    b = torch.randn(n, n, dtype=dtype)
     torch.mm(a, b)
     times = []
     for _ in range(reps):
