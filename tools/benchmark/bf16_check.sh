@@ -39,8 +39,13 @@ fi
 SITE=$(mktemp -d /tmp/restr_d2_kit.XXXXXX)
 # The project itself too (from this working tree): its entry points register the model families.
 say "installing $(ls "$KIT"/*.whl | wc -l) wheels from $KIT and this checkout into $SITE"
-if ! "$PY" -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --no-cache-dir \
-     --target "$SITE" "$KIT"/*.whl . > "$SITE.pip.log" 2>&1; then
+# pip builds the checkout in place, and setuptools leaves a build/ copy of the packages there
+[ -e build ] && had_build=1 || had_build=0
+"$PY" -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --no-cache-dir \
+  --target "$SITE" "$KIT"/*.whl . > "$SITE.pip.log" 2>&1
+pip_rc=$?
+[ "$had_build" = 0 ] && rm -rf build
+if [ "$pip_rc" != 0 ]; then
   cat "$SITE.pip.log" >&2
   echo "[bf16_check] ERROR: the kit did not install (log above): were the wheels built for this" \
        "machine's Python ($("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])'))?" \
