@@ -106,6 +106,11 @@ def _dtype_line(section) -> str:
             + ", ".join(f"{k} {v:.2f} GFLOP ({100 * v / total:.1f} %)" for k, v in by.items()))
 
 
+def _op_rows(ops) -> List[List[str]]:
+    """Profile ops (``profile_top_ops`` entries) as table rows: op, calls, self ms, %."""
+    return [[o["op"], str(o["calls"]), _fmt(o["self_cpu_ms"]), _fmt(o["pct"])] for o in ops]
+
+
 def _profile_line(section, key: str, prof: Dict) -> str:
     total = prof["total_self_cpu_ms"] or 1.0
     line = f"Profile {section['preset']} {key} (self CPU, total {prof['total_self_cpu_ms']:.1f} ms"
@@ -126,9 +131,7 @@ def format_table(report: Dict) -> str:
             parts.append(_dtype_line(s))
         for key, prof in s.get("profile", {}).items():
             parts.append(_profile_line(s, key, prof) + ":\n" + _text_table(
-                ["op (not matmul-class)", "calls", "self ms", "%"],
-                [[o["op"], str(o["calls"]), _fmt(o["self_cpu_ms"]), _fmt(o["pct"])]
-                 for o in prof.get("top_other_ops", [])[:8]]))
+                ["op (not matmul-class)", "calls", "self ms", "%"], _op_rows(prof.get("top_other_ops", [])[:8])))
         for msg in s.get("skipped", []):
             parts.append(f"{s['preset']}: skipped {msg}")
     return "\n\n".join(parts)
@@ -145,10 +148,8 @@ def to_markdown(report: Dict) -> str:
         if s.get("variant_gflop_by_dtype"):
             parts.append(_dtype_line(s))
         for key, prof in s.get("profile", {}).items():
-            lines = [[o["op"], str(o["calls"]), _fmt(o["self_cpu_ms"]), _fmt(o["pct"])]
-                     for o in prof["top_ops"]]
             parts.append(_profile_line(s, key, prof) + ":\n\n"
-                         + _md_table(["op", "calls", "self ms", "%"], lines))
+                         + _md_table(["op", "calls", "self ms", "%"], _op_rows(prof["top_ops"])))
         for msg in s.get("skipped", []):
             parts.append(f"{s['preset']}: skipped {msg}")
     return "\n\n".join(parts) + "\n"
