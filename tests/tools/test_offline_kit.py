@@ -82,6 +82,8 @@ def test_the_run_script_writes_at_most_eight_files():
     """An accelerator host sends back at most 8 files from $OUT."""
     text = (REPO / "tools" / "benchmark" / "bf16_check.sh").read_text()
     written = set(re.findall(r'"\$OUT/([A-Za-z0-9_.]+)"', text))
+    for name in re.findall(r"^\s*bench ([A-Za-z0-9_]+) ", text, flags=re.M):  # NAME.json + NAME.log
+        written |= {f"{name}.json", f"{name}.log"}
     assert "environment.txt" in written and "train.json" in written
     assert len(written) <= 8, sorted(written)
 

@@ -81,25 +81,27 @@ for n in (512, 2048):
     print(f"matmul {n}x{n}: fp32 {fp32:.0f} GFLOP/s, bf16 {bf16:.0f} GFLOP/s, bf16/fp32 {bf16 / fp32:.2f}")
 EOF
 
+# bench NAME ARGS...: the benchmark (Swin-T panoptic, 512x512) with ARGS, the JSON and
+# the printed report written as $OUT/NAME.json and $OUT/NAME.log; returns its exit status.
+bench() {
+  local name=$1; shift
+  "$PY" tools/benchmark/benchmark.py --preset m2f_swin_t_panoptic --size 512 512 --warmup 1 \
+    --threads "$THREADS" "$@" --json "$OUT/$name.json" > "$OUT/$name.log" 2>&1
+}
+
 say "step 2: network 512x512 batch 1, fp32 and bf16 vs the fp32 peer"
-"$PY" tools/benchmark/benchmark.py --preset m2f_swin_t_panoptic --size 512 512 --batch 1 --reps "$REPS" \
-  --warmup 1 --threads "$THREADS" --modes network --dtype bfloat16 --profile \
-  --json "$OUT/network_bf16.json" > "$OUT/network_bf16.log" 2>&1
+bench network_bf16 --batch 1 --reps "$REPS" --modes network --dtype bfloat16 --profile
 rc=$?
 if [ "$rc" = 2 ] && grep -q "bfloat16 not timed" "$OUT/network_bf16.log"; then
   say "no native bf16 on this CPU (network_bf16.log says why): timing fp32 only"
-  "$PY" tools/benchmark/benchmark.py --preset m2f_swin_t_panoptic --size 512 512 --batch 1 --reps "$REPS" \
-    --warmup 1 --threads "$THREADS" --modes network --profile \
-    --json "$OUT/network_fp32.json" > "$OUT/network_fp32.log" 2>&1
+  bench network_fp32 --batch 1 --reps "$REPS" --modes network --profile
   rc=$?
 fi
 say "step 2 exit status $rc"; tail -n 25 "$OUT"/network_*.log
 
 if [ "${SKIP_TRAIN:-0}" != 1 ]; then
   say "step 3: training step 2x512x512 vs the peer"
-  "$PY" tools/benchmark/benchmark.py --preset m2f_swin_t_panoptic --size 512 512 --batch 2 --reps 5 \
-    --warmup 1 --threads "$THREADS" --modes train \
-    --json "$OUT/train.json" > "$OUT/train.log" 2>&1
+  bench train --batch 2 --reps 5 --modes train
   say "step 3 exit status $?"; tail -n 12 "$OUT/train.log"
 fi
 say "done: reports in $OUT"
